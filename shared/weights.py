@@ -1,0 +1,191 @@
+"""The canonical weight format: torchvision state_dict names and layouts, in numpy.
+
+Everything here is derived from a ``ResNetSpec``; adapters in each framework walk
+``canonical_layers(spec)`` and translate one layer kind at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+import numpy as np
+
+from .spec import ResNetSpec
+
+LayerKind = Literal["conv", "bn", "linear"]
+
+# The one layout permutation: PyTorch conv OIHW -> Keras/Flax HWIO, and its inverse.
+OIHW_TO_HWIO = (2, 3, 1, 0)
+HWIO_TO_OIHW = tuple(int(i) for i in np.argsort(OIHW_TO_HWIO))
+
+BN_STATS = ("running_mean", "running_var")
+# Buffers torch keeps that carry no weight; accepted on input, never produced.
+IGNORED_SUFFIXES = (".num_batches_tracked",)
+
+
+class WeightMismatchError(ValueError):
+    """Weights do not fit the model: lists every missing, unexpected and mis-shaped key."""
+
+    def __init__(self, missing=(), unexpected=(), mismatched=(), context: str = ""):
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+        lines = [f"weights do not match {context}".rstrip()]
+        lines += [f"  missing: {k}" for k in self.missing]
+        lines += [f"  unexpected: {k}" for k in self.unexpected]
+        lines += [f"  wrong shape: {k}: got {got}, expected {want}" for k, got, want in self.mismatched]
+        super().__init__("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One weight-carrying layer: its module path, kind and parameter shapes (canonical layout)."""
+
+    path: str
+    kind: LayerKind
+    shapes: dict[str, tuple[int, ...]]
+
+
+def _conv(path: str, cin: int, cout: int, k: int, bias: bool) -> Layer:
+    shapes = {"weight": (cout, cin, k, k)}
+    if bias:
+        shapes["bias"] = (cout,)
+    return Layer(path, "conv", shapes)
+
+
+def _bn(path: str, c: int) -> Layer:
+    return Layer(path, "bn", {p: (c,) for p in ("weight", "bias", *BN_STATS)})
+
+
+def canonical_layers(spec: ResNetSpec) -> list[Layer]:
+    """Every weight-carrying layer of ``spec`` in forward order, with torchvision's names."""
+    bn = spec.batch_norm
+    stem_k = 7 if spec.stem == "imagenet" else 3
+    stem_bn = bn and not spec.preact
+    layers = [_conv("conv1", spec.in_channels, spec.stem_width, stem_k, spec.has_bias(stem_bn))]
+    if stem_bn:
+        layers.append(_bn("bn1", spec.stem_width))
+    for b in spec.blocks():
+        p = b.prefix
+        for i, (cin, cout, k, _) in enumerate(b.convs, start=1):
+            last = i == len(b.convs)
+            if spec.preact:
+                # BN + ReLU precede each conv; the last conv feeds the addition directly.
+                if bn:
+                    layers.append(_bn(f"{p}.bn{i}", cin))
+                layers.append(_conv(f"{p}.conv{i}", cin, cout, k, spec.has_bias(not last)))
+            else:
+                layers.append(_conv(f"{p}.conv{i}", cin, cout, k, spec.has_bias(True)))
+                if bn:
+                    layers.append(_bn(f"{p}.bn{i}", cout))
+        if b.shortcut == "projection":
+            proj_bn = bn and spec.shortcut_bn
+            layers.append(_conv(f"{p}.downsample.0", b.in_channels, b.out_channels, 1, spec.has_bias(proj_bn)))
+            if proj_bn:
+                layers.append(_bn(f"{p}.downsample.1", b.out_channels))
+    if spec.preact and bn:
+        layers.append(_bn("post_bn", spec.final_width))
+    layers.append(Layer("fc", "linear", {"weight": (spec.num_classes, spec.final_width), "bias": (spec.num_classes,)}))
+    return layers
+
+
+def canonical_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
+    """Canonical key -> shape, in forward order."""
+    return {f"{l.path}.{p}": s for l in canonical_layers(spec) for p, s in l.shapes.items()}
+
+
+def count_parameters(spec: ResNetSpec) -> tuple[int, int]:
+    """(trainable parameters, BN running statistics) as torchvision counts them, from the spec alone."""
+    params = stats = 0
+    for key, shape in canonical_shapes(spec).items():
+        n = int(np.prod(shape))
+        if key.endswith(tuple("." + s for s in BN_STATS)):
+            stats += n
+        else:
+            params += n
+    return params, stats
+
+
+def split_path(path: str) -> list[str | int]:
+    """'layer1.0.conv1' -> ['layer1', 0, 'conv1']: attribute names and list indices."""
+    return [int(part) if part.isdigit() else part for part in path.split(".")]
+
+
+def check_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> None:
+    """Raise one WeightMismatchError naming every missing, unexpected and mis-shaped key."""
+    expected = canonical_shapes(spec)
+    given = {k for k in weights if not k.endswith(IGNORED_SUFFIXES)}
+    missing = [k for k in expected if k not in given]
+    unexpected = sorted(given - set(expected))
+    mismatched = [
+        (k, tuple(np.shape(weights[k])), expected[k])
+        for k in expected
+        if k in given and tuple(np.shape(weights[k])) != expected[k]
+    ]
+    if missing or unexpected or mismatched:
+        raise WeightMismatchError(missing, unexpected, mismatched, context=f"architecture {spec.name}")
+
+
+# The seed tutorials' d2l ResNet is nn.Sequential(b1, b2, b3, b4, b5, pool, flatten, Linear):
+# b1 = Sequential(conv, BN, ReLU, MaxPool); b2..b5 hold `Residual` blocks whose 1x1
+# shortcut conv is called conv3.
+D2L_ALIASES: list[tuple[str, str]] = [
+    (r"^0\.0\.", "conv1."),
+    (r"^0\.1\.", "bn1."),
+    (r"^([1-4])\.(\d+)\.conv3\.", lambda m: f"layer{m[1]}.{m[2]}.downsample.0."),
+    (r"^([1-4])\.(\d+)\.", lambda m: f"layer{m[1]}.{m[2]}."),
+    (r"^7\.", "fc."),
+]
+
+
+def from_d2l(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rename a state_dict saved by the seeds' d2l ``nn.Sequential`` code to canonical keys."""
+    out = {}
+    for key, value in weights.items():
+        for pattern, repl in D2L_ALIASES:
+            new, n = re.subn(pattern, repl, key, count=1)
+            if n:
+                key = new
+                break
+        out[key] = value
+    return out
+
+
+def is_d2l(weights: Mapping[str, np.ndarray]) -> bool:
+    """True when the keys look like the d2l seed's nn.Sequential state_dict."""
+    return "0.0.weight" in weights and "7.weight" in weights
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max|a - b| / max|b|: the one error measure of the project."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    scale = float(np.max(np.abs(b))) if b.size else 0.0
+    diff = float(np.max(np.abs(a - b))) if b.size else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def randomize(spec: ResNetSpec, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Random canonical weights: every tensor, BN statistics included, at a realistic scale.
+
+    Fresh inits hide swapped mean/var or dropped biases (mean 0, var 1, beta 0), so parity
+    checks start from this instead.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in canonical_layers(spec):
+        for p, shape in layer.shapes.items():
+            if layer.kind == "bn":
+                value = {
+                    "weight": rng.uniform(0.5, 1.5, shape),
+                    "bias": rng.normal(0.0, 0.1, shape),
+                    "running_mean": rng.normal(0.0, 0.1, shape),
+                    "running_var": rng.uniform(0.5, 1.5, shape),
+                }[p]
+            elif p == "weight":
+                fan_in = int(np.prod(shape[1:]))
+                value = rng.normal(0.0, np.sqrt(1.0 / fan_in), shape)
+            else:
+                value = rng.normal(0.0, 0.1, shape)
+            out[f"{layer.path}.{p}"] = value.astype(dtype)
+    return out
