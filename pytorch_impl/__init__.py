@@ -1,6 +1,6 @@
 """ResNet family in PyTorch."""
 
 from .resnet import ResNet, build_model
-from .weights import export_weights, import_weights
+from .weights import export_weights, features, import_weights
 
-__all__ = ["ResNet", "build_model", "export_weights", "import_weights"]
+__all__ = ["ResNet", "build_model", "export_weights", "features", "import_weights"]

@@ -113,7 +113,12 @@ class ResNet(nn.Module):
         self.conv1 = Conv2d(spec.in_channels, spec.stem_width, k, stride, spec.has_bias(stem_bn), spec.padding)
         self.bn1 = norm(spec, spec.stem_width) if stem_bn else nn.Identity()
         self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2, padding=1) if spec.stem == "imagenet" else nn.Identity()
+        if spec.stem != "imagenet":
+            self.maxpool = nn.Identity()
+        elif spec.pool_zero_pad:
+            self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2))
+        else:
+            self.maxpool = nn.MaxPool2d(3, 2, padding=1)  # pads with -inf
         for stage, n in enumerate(spec.layers, start=1):
             blocks = [Block(spec, plan) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))

@@ -30,3 +30,12 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
         for key in weights:
             if key.endswith(IGNORED_SUFFIXES) and key in state:
                 state[key].copy_(torch.as_tensor(np.asarray(weights[key])))
+
+
+def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
+    """Every stage's output for an NHWC numpy batch, returned NHWC: layout changes only at this edge."""
+    model.train(training)
+    dtype = next(model.parameters()).dtype
+    with torch.set_grad_enabled(training):
+        feats = model.forward_features(torch.as_tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), dtype=dtype))
+    return {k: (v.detach().numpy().transpose(0, 2, 3, 1) if v.ndim == 4 else v.detach().numpy()) for k, v in feats.items()}

@@ -27,6 +27,8 @@ class ResNetSpec:
       (a bias right before BN is redundant, and that rule reproduces every published variant).
     - ``padding``: "symmetric" pads k//2 on each side like PyTorch; "tf_same" is TensorFlow's
       'same', which pads bottom/right more at stride 2 (kept only for the TF seed network).
+    - ``pool_zero_pad``: Keras applications pads the stem max-pool with zeros, not -inf; after a
+      ReLU that is the same, in V2 (no ReLU before the pool) it is not.
     - ``bn_momentum`` follows PyTorch: the weight of the *new* batch (Keras/Flax use 1 - it).
     """
 
@@ -46,6 +48,7 @@ class ResNetSpec:
     preact: bool = False
     relu_after_add: bool = True
     padding: Literal["symmetric", "tf_same"] = "symmetric"
+    pool_zero_pad: bool = False
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
     in_channels: int = 3
@@ -128,7 +131,7 @@ _TORCHVISION = "torchvision (He et al. 2016, v1.5)"
 _KERAS_V1 = dict(block="bottleneck", stride_on="1x1", conv_bias=True, bn_eps=1.001e-5, source="keras.applications (v1)")
 _KERAS_V2 = dict(
     block="bottleneck", stride_block="last", strides=(2, 2, 2, 1), preact=True, shortcut_bn=False,
-    bn_eps=1.001e-5, source="keras.applications (v2, He et al. 2016b)",
+    pool_zero_pad=True, bn_eps=1.001e-5, source="keras.applications (v2, He et al. 2016b)",
 )
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 _IMAGENET_STRIDES = (1, 2, 2, 2)

@@ -16,9 +16,9 @@ from .spec import ResNetSpec
 
 LayerKind = Literal["conv", "bn", "linear"]
 
-# The one layout permutation: PyTorch conv OIHW -> Keras/Flax HWIO, and its inverse.
+# The layout permutations, canonical -> Keras/Flax; inverses are derived with np.argsort.
 OIHW_TO_HWIO = (2, 3, 1, 0)
-HWIO_TO_OIHW = tuple(int(i) for i in np.argsort(OIHW_TO_HWIO))
+DENSE_TO_IN_OUT = (1, 0)
 
 BN_STATS = ("running_mean", "running_var")
 # Buffers torch keeps that carry no weight; accepted on input, never produced.
@@ -189,3 +189,32 @@ def randomize(spec: ResNetSpec, seed: int = 0, dtype=np.float32) -> dict[str, np
                 value = rng.normal(0.0, 0.1, shape)
             out[f"{layer.path}.{p}"] = value.astype(dtype)
     return out
+
+
+def resolve(root, path: str):
+    """The sub-module at a dotted canonical path: names are attributes, numbers index lists."""
+    obj = root
+    for part in split_path(path):
+        obj = obj[part] if isinstance(part, int) else getattr(obj, part)
+    return obj
+
+
+# Per framework: canonical parameter -> (variable attribute, permutation canonical -> framework).
+ParamTable = dict[str, dict[str, tuple[str, tuple[int, ...] | None]]]
+
+
+def mapped_variables(spec: ResNetSpec, model, table: ParamTable):
+    """Yield (canonical key, framework variable, permutation) for every tensor of ``spec``."""
+    for layer in canonical_layers(spec):
+        module = resolve(model, layer.path)
+        for param in layer.shapes:
+            attr, perm = table[layer.kind][param]
+            yield f"{layer.path}.{param}", getattr(module, attr), perm
+
+
+def to_canonical(value: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
+    return np.ascontiguousarray(np.transpose(value, np.argsort(perm))) if perm else np.array(value)
+
+
+def from_canonical(value: np.ndarray, perm: tuple[int, ...] | None) -> np.ndarray:
+    return np.transpose(value, perm) if perm else np.asarray(value)

@@ -1,0 +1,14 @@
+"""ResNet family in Keras 3 on the TensorFlow backend."""
+
+import os
+
+# Before TensorFlow loads: pick the backend, keep oneDNN (and its start-up notice, and its
+# low-bit differences) out, and silence the C++ logs (Python exceptions still surface).
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from .resnet import ResNet, build_model  # noqa: E402
+from .weights import export_weights, features, import_weights  # noqa: E402
+
+__all__ = ["ResNet", "build_model", "export_weights", "features", "import_weights"]

@@ -1,0 +1,203 @@
+"""The ResNet family in Keras 3 (TensorFlow backend), built from a ``shared.spec.ResNetSpec`` (NHWC)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+from keras import layers, ops
+
+from shared.spec import BlockPlan, ResNetSpec, get_spec
+
+# torchvision's init, spelled out: He normal over fan-out for convs
+CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+
+@keras.saving.register_keras_serializable(package="resnet_parity")
+class Conv2d(layers.Conv2D):
+    """Conv2D that pads like PyTorch (k//2 on every side) or like TensorFlow's 'same'."""
+
+    def __init__(self, filters: int, kernel_size: int, strides: int = 1, *, pad: str = "symmetric", **kwargs):
+        self.pad = pad
+        padding = "same" if pad == "tf_same" else "valid"
+        super().__init__(filters, kernel_size, strides, padding=padding, kernel_initializer=CONV_INIT, **kwargs)
+
+    @property
+    def symmetric_pad(self) -> int:
+        return self.kernel_size[0] // 2 if self.pad == "symmetric" else 0
+
+    def call(self, x):
+        p = self.symmetric_pad
+        if p:
+            x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+        return super().call(x)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        p = 2 * self.symmetric_pad
+        return super().compute_output_shape((n, h + p if h else h, w + p if w else w, c))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "pad": self.pad}
+
+
+def conv(spec: ResNetSpec, cout: int, k: int, stride: int, bias: bool, name: str, dtype) -> Conv2d:
+    return Conv2d(cout, k, stride, pad=spec.padding, use_bias=bias, name=name, dtype=dtype)
+
+
+def norm(spec: ResNetSpec, name: str, dtype) -> layers.Layer:
+    if not spec.batch_norm:
+        return layers.Identity(name=name, dtype=dtype)
+    # Keras momentum is the weight of the old value: 1 - PyTorch's
+    return layers.BatchNormalization(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
+
+
+class Shortcut(layers.Layer):
+    """Parameter-free shortcut: subsample (or 2x2 average-pool), then zero-pad new channels."""
+
+    def __init__(self, plan: BlockPlan, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = plan.stride
+        self.avgpool = plan.shortcut == "avgpool_pad"
+        self.pad = (plan.out_channels - plan.in_channels) // 2
+
+    def call(self, x):
+        if self.stride > 1:
+            s = self.stride
+            x = ops.average_pool(x, s, s, "valid") if self.avgpool else x[:, ::s, ::s, :]
+        # option A, He et al. 2016 §4.2: the new channels are zeros, half before, half after
+        return ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]]) if self.pad else x
+
+
+def make_shortcut(spec: ResNetSpec, plan: BlockPlan, dtype) -> list[layers.Layer] | layers.Layer | None:
+    if plan.shortcut == "identity":
+        return None
+    if plan.shortcut == "projection":
+        with_bn = spec.batch_norm and spec.shortcut_bn
+        p = f"{plan.prefix}.downsample"
+        projection = [conv(spec, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn), f"{p}.0", dtype)]
+        return projection + [norm(spec, f"{p}.1", dtype)] if with_bn else projection
+    return Shortcut(plan, name=f"{plan.prefix}.downsample", dtype=dtype)
+
+
+class Block(layers.Layer):
+    """A residual block; basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) is data in ``plan.convs``."""
+
+    def __init__(self, spec: ResNetSpec, plan: BlockPlan, **kwargs):
+        super().__init__(name=plan.prefix, **kwargs)
+        self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
+        self.depth = len(plan.convs)
+        dtype = self.dtype_policy
+        for i, (cin, cout, k, stride) in enumerate(plan.convs, start=1):
+            last = i == self.depth
+            if self.preact:
+                setattr(self, f"bn{i}", norm(spec, f"{plan.prefix}.bn{i}", dtype))
+            bias = spec.has_bias(not (last and self.preact))
+            setattr(self, f"conv{i}", conv(spec, cout, k, stride, bias, f"{plan.prefix}.conv{i}", dtype))
+            if not self.preact:
+                setattr(self, f"bn{i}", norm(spec, f"{plan.prefix}.bn{i}", dtype))
+        self.downsample = make_shortcut(spec, plan, dtype)
+
+    def shortcut(self, x, training):
+        if self.downsample is None:
+            return x
+        if isinstance(self.downsample, list):
+            for layer in self.downsample:
+                x = layer(x, training=training) if isinstance(layer, layers.BatchNormalization) else layer(x)
+            return x
+        return self.downsample(x)
+
+    def call(self, x, training=False):
+        if self.preact:
+            return self.call_preact(x, training)
+        identity = self.shortcut(x, training)
+        out = x
+        for i in range(1, self.depth + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out), training=training)
+            if i < self.depth:
+                out = ops.relu(out)
+        if self.relu_after_add:
+            return ops.relu(out + identity)
+        return ops.relu(out) + identity  # the TF seed's block: ReLU inside the branch, then add
+
+    def call_preact(self, x, training):
+        # He et al. 2016b: BN-ReLU before every conv; a projection reads the pre-activated input
+        preact = ops.relu(self.bn1(x, training=training))
+        identity = self.shortcut(preact if isinstance(self.downsample, list) else x, training)
+        out = self.conv1(preact)
+        for i in range(2, self.depth + 1):
+            out = getattr(self, f"conv{i}")(ops.relu(getattr(self, f"bn{i}")(out, training=training)))
+        return out + identity
+
+
+@keras.saving.register_keras_serializable(package="resnet_parity")
+class ResNet(keras.Model):
+    def __init__(self, spec: ResNetSpec, **kwargs):
+        super().__init__(name=kwargs.pop("name", spec.name), **kwargs)
+        self.spec = spec
+        dtype = self.dtype_policy
+        stem_bn = spec.batch_norm and not spec.preact
+        k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
+        self.conv1 = conv(spec, spec.stem_width, k, stride, spec.has_bias(stem_bn), "conv1", dtype)
+        self.bn1 = norm(spec, "bn1", dtype) if stem_bn else None
+        for stage in range(1, spec.num_stages + 1):
+            blocks = [Block(spec, plan, dtype=dtype) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
+            setattr(self, f"layer{stage}", blocks)
+        if spec.preact:
+            self.post_bn = norm(spec, "post_bn", dtype)
+        bound = 1 / math.sqrt(spec.final_width)
+        fc_init = keras.initializers.RandomUniform(-bound, bound)
+        self.fc = layers.Dense(spec.num_classes, kernel_initializer=fc_init, bias_initializer=fc_init, name="fc", dtype=dtype)
+
+    def maxpool(self, x):
+        if self.spec.stem != "imagenet":
+            return x
+        pad_value = 0.0 if self.spec.pool_zero_pad else -math.inf
+        x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=pad_value)
+        return ops.max_pool(x, 3, 2, "valid")
+
+    def forward_features(self, x, training=False) -> dict:
+        """Output of each top-level stage, in order: stem, layer1.., avgpool, flatten, fc."""
+        feats = {}
+        x = self.conv1(x)
+        if not self.spec.preact:
+            x = ops.relu(self.bn1(x, training=training) if self.bn1 is not None else x)
+        feats["stem"] = x = self.maxpool(x)
+        for stage in range(1, self.spec.num_stages + 1):
+            for block in getattr(self, f"layer{stage}"):
+                x = block(x, training=training)
+            feats[f"layer{stage}"] = x
+        if self.spec.preact:
+            x = ops.relu(self.post_bn(x, training=training))
+        feats["avgpool"] = x = ops.mean(x, axis=(1, 2), keepdims=True)
+        feats["flatten"] = x = ops.reshape(x, (-1, x.shape[-1]))
+        feats["fc"] = self.fc(x)
+        return feats
+
+    def call(self, x, training=False):
+        return self.forward_features(x, training=training)["fc"]
+
+    def get_config(self) -> dict:
+        return {"spec": dataclasses.asdict(self.spec), "name": self.name, "dtype": self.dtype_policy.name}
+
+    @classmethod
+    def from_config(cls, config: dict) -> ResNet:
+        spec = config.pop("spec")
+        spec = ResNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        model = cls(spec, **config)
+        model.build_for(spec.image_size)
+        return model
+
+    def build_for(self, size: int) -> None:
+        """Create every variable by running one tiny batch (Keras builds lazily)."""
+        self(ops.zeros((1, size, size, self.spec.in_channels), dtype=self.dtype_policy.compute_dtype))
+
+
+def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
+    """A built ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits."""
+    spec = get_spec(spec_or_name)
+    keras.utils.set_random_seed(seed)
+    model = ResNet(spec, dtype=dtype)
+    model.build_for(32)
+    return model
