@@ -33,10 +33,13 @@ def norm(spec: ResNetSpec, channels: int, rngs: nnx.Rngs, dtype) -> nnx.Module:
         return Identity()
     # Flax momentum is the weight of the old value: 1 - PyTorch's; the exact two-pass
     # variance (use_fast_variance=False) matches PyTorch and Keras in training
-    return nnx.BatchNorm(
+    bn = nnx.BatchNorm(
         channels, momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, use_fast_variance=False,
         dtype=dtype, param_dtype=dtype, rngs=rngs,
     )
+    # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; float64 needs them in dtype
+    bn.mean, bn.var = nnx.BatchStat(jnp.zeros(channels, dtype)), nnx.BatchStat(jnp.ones(channels, dtype))
+    return bn
 
 
 class Shortcut(nnx.Module):

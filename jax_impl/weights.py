@@ -22,18 +22,18 @@ PARAMS: ParamTable = {
 
 def export_weights(model: ResNet) -> dict[str, np.ndarray]:
     """The canonical dict (torchvision names and layouts) of a Flax NNX ResNet."""
-    return {key: to_canonical(np.asarray(var.value), perm) for key, var, perm in mapped_variables(model.spec, model, PARAMS)}
+    return {key: to_canonical(np.asarray(var[...]), perm) for key, var, perm in mapped_variables(model.spec, model, PARAMS)}
 
 
 def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
     """Load canonical weights; strict, every problem reported at once."""
     check_weights(model.spec, weights)
     for key, var, perm in mapped_variables(model.spec, model, PARAMS):
-        var.value = jnp.asarray(from_canonical(np.asarray(weights[key]), perm), dtype=var.value.dtype)
+        var[...] = jnp.asarray(from_canonical(np.asarray(weights[key]), perm), dtype=var.dtype)
 
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
     """Every stage's output for an NHWC numpy batch."""
     model.train() if training else model.eval()
-    x = jnp.asarray(x, dtype=model.conv1.kernel.value.dtype)
+    x = jnp.asarray(x, dtype=model.conv1.kernel.dtype)
     return {k: np.asarray(v) for k, v in model.forward_features(x).items()}

@@ -162,6 +162,8 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b, dtype=np.float64)
     scale = float(np.max(np.abs(b))) if b.size else 0.0
     diff = float(np.max(np.abs(a - b))) if b.size else 0.0
+    if not np.isfinite(diff):
+        return float("inf")  # NaN or Inf anywhere is a mismatch, never a silent pass
     return diff / scale if scale > 0 else diff
 
 

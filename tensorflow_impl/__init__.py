@@ -10,5 +10,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from .resnet import ResNet, build_model  # noqa: E402
 from .weights import export_weights, features, import_weights  # noqa: E402
+from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .keras_applications import from_keras_applications, to_keras_applications  # noqa: E402
 
-__all__ = ["ResNet", "build_model", "export_weights", "features", "import_weights"]
+__all__ = [
+    "ResNet", "build_model", "export_weights", "features", "from_keras_applications", "import_weights",
+    "load_checkpoint", "save_checkpoint", "to_keras_applications",
+]

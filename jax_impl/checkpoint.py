@@ -1,0 +1,205 @@
+"""Flax checkpoint files <-> canonical weights: an Orbax checkpoint directory of the NNX state (Flax's
+recommended format) and ``flax.serialization`` msgpack of it; models from files.
+
+Both are read without a target structure, so the file's own variable names decide what is what.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import msgpack
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx, serialization
+
+from shared import checkpoint
+from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, from_native
+from shared.spec import ResNetSpec
+from shared.weights import canonical_layers, check_weights, from_canonical, mapped_variables
+
+from .resnet import ResNet, build_model
+from .weights import PARAMS, export_weights
+
+
+def read_weights(path: Path, fmt: str) -> Checkpoint:
+    """An Orbax directory (architecture from its metadata) or a msgpack file, as canonical weights."""
+    if fmt == "orbax":
+        with _orbax_quietly():
+            checkpointer = ocp.StandardCheckpointer()
+            try:
+                metadata = checkpointer.metadata(path.absolute())
+                _check_declared(metadata.item_metadata, path)
+                tree = checkpointer.restore(path.absolute())  # no target: the arrays as saved
+            finally:
+                checkpointer.close()
+        spec = checkpoint.spec_from_metadata(metadata.custom_metadata or {}, path)
+    else:
+        tree = serialization.msgpack_restore(path.read_bytes())
+        spec = None
+    variables = {(".".join(keys[:-1]), keys[-1]): value for keys, value in _leaves(tree, (), path)}
+    del tree  # the arrays live on in `variables` alone, which from_native empties as it goes
+    return Checkpoint(from_native(variables, PARAMS, path, consume=True), spec, FORMATS[fmt])
+
+
+def _check_declared(item_metadata, path: Path) -> None:
+    """Refuse arrays far larger than the directory: missing chunks would be filled in, a memory bomb."""
+    declared = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(item_metadata))
+    stored = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if declared > 16 * stored + (1 << 20):  # weights hardly compress
+        raise ValueError(f"declares {declared:,} bytes of arrays but stores {stored:,}; refused")
+
+
+@contextlib.contextmanager
+def _orbax_quietly() -> Iterator[None]:
+    """Keep Orbax's output off stderr while it reads: the error we raise says what went wrong, in one line.
+
+    Orbax logs damaged metadata through absl and carries on; when a damaged array stops a restore,
+    TensorStore callbacks still pending on Orbax's closed event loop print tracebacks from other
+    threads after the error has surfaced, so stderr is held until they have finished.
+    """
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    levels = [logger.level for logger in loggers]
+    held, saved = io.StringIO(), sys.stderr
+    sys.stderr = held
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except BaseException:
+        deadline, written = time.monotonic() + 2.0, -1
+        while held.tell() != written and time.monotonic() < deadline:
+            written = held.tell()
+            gc.collect()  # abandoned coroutines and futures report as they are collected
+            time.sleep(0.1)
+        raise
+    finally:
+        sys.stderr = saved
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _leaves(tree, keys: tuple[str, ...], path: Path):
+    """(key path, array) for every array of a nested state dict; Orbax keeps each Variable as {'value': array}."""
+    if isinstance(tree, dict):
+        if set(tree) == {"value"} and not isinstance(tree["value"], dict):
+            tree = tree["value"]
+        else:
+            for key, sub in tree.items():
+                yield from _leaves(sub, (*keys, str(key)), path)
+            return
+    if not isinstance(tree, (np.ndarray, jax.Array)) or len(keys) < 2:
+        raise CheckpointError(f"{path}: {'/'.join(keys) or 'the top level'} is a {type(tree).__name__}, not an array")
+    yield keys, np.asarray(tree)
+
+
+def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:
+    """The model's structure with placeholder variables (nnx.eval_shape: no random init, nothing compiled)."""
+    return nnx.eval_shape(lambda: build_model(spec, dtype=dtype))
+
+
+def fill(model: ResNet, weights: Mapping[str, np.ndarray], *, consume: bool = False) -> None:
+    """Give every variable of an empty model its canonical value (import_weights writes into arrays it has none of).
+
+    With ``consume``, ``weights`` is emptied as the variables are set.
+    """
+    check_weights(model.spec, weights)
+    for key, var, perm in mapped_variables(model.spec, model, PARAMS):
+        value = weights.pop(key) if consume else weights[key]
+        # a contiguous copy first: device_put of a transposed view is several times slower
+        var.value = jnp.asarray(np.ascontiguousarray(from_canonical(np.asarray(value), perm)))
+
+
+def state_dict(weights: Mapping[str, np.ndarray], spec: ResNetSpec) -> dict:
+    """The NNX state as flax.serialization's nested dict, straight from canonical weights.
+
+    NNX paths are the canonical module paths (('layer1', '0', 'conv1', 'kernel')), so no model is needed.
+    """
+    tree: dict = {}
+    for layer in canonical_layers(spec):
+        node = tree
+        for part in layer.path.split("."):
+            node = node.setdefault(part, {})
+        for param in layer.shapes:
+            attr, perm = PARAMS[layer.kind][param]
+            node[attr] = from_canonical(np.asarray(weights[f"{layer.path}.{param}"]), perm)
+    return tree
+
+
+def _write_msgpack(path: Path, tree: dict) -> None:
+    """flax.serialization's bytes of ``tree`` (emptied on the way), one array at a time: a msgpack map is its
+    header and its entries in a row, so this is byte for byte ``to_bytes`` without the whole file in memory."""
+    def pack(f, node) -> None:
+        if not isinstance(node, dict):
+            f.write(serialization.msgpack_serialize(node))
+            return
+        f.write(msgpack.Packer().pack_map_header(len(node)))
+        for key in list(node):
+            f.write(msgpack.packb(key))
+            pack(f, node.pop(key))  # written: let it go
+
+    with open(path, "wb") as f:
+        pack(f, tree)
+
+
+def write_model(model: ResNet, path: Path, fmt: str) -> None:
+    """What Flax users write: Orbax's StandardCheckpointer of nnx.state(model), or flax.serialization bytes of it."""
+    state = nnx.state(model)
+    if fmt == "orbax":
+        checkpointer = ocp.StandardCheckpointer()
+        try:
+            checkpointer.save(path.absolute(), state, custom_metadata=checkpoint.spec_to_metadata(model.spec))
+            checkpointer.wait_until_finished()
+        finally:
+            checkpointer.close()
+    else:
+        _write_msgpack(path, serialization.to_state_dict(nnx.to_pure_dict(state)))
+
+
+def write_weights(
+    path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
+) -> None:
+    """Write canonical weights as the NNX state of this ResNet (with ``consume``, emptying ``weights``)."""
+    if fmt == "msgpack":
+        tree = state_dict(weights, spec)
+        if consume:
+            weights.clear()  # the tree's views now hold the arrays, and go as they are written
+        _write_msgpack(path, tree)
+        return
+    model = empty_model(spec, checkpoint.dtype_of(weights, spec))
+    fill(model, weights, consume=consume)
+    write_model(model, path, fmt)
+
+
+def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> ResNet:
+    """A model holding canonical ``weights`` (of ``dtype``), built without random init."""
+    model = empty_model(spec, dtype)
+    fill(model, weights)
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
+    """A float32 Flax ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
+    path = Path(path)
+    ckpt = checkpoint.read(path)
+    spec, _ = checkpoint.architecture(ckpt, path, arch)
+    return model_from_weights(spec, checkpoint.as_float32(ckpt.weights, spec))
+
+
+def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
+    """Write the model in the format ``path`` names (no suffix: Orbax directory), atomically, replacing it."""
+    fmt = checkpoint.detect_format(path, writing=True)
+    if fmt.name in ("orbax", "msgpack"):
+        checkpoint.write_with(lambda target: write_model(model, target, fmt.name), path, fmt.name, force=True)
+    else:
+        checkpoint.save(path, export_weights(model), model.spec, fmt.name)

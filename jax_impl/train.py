@@ -1,0 +1,120 @@
+"""The training step in Flax NNX with optax: ``nnx.value_and_grad`` and ``nnx.Optimizer`` under ``nnx.jit``.
+
+optax already computes the recipe's (torch's) updates: ``optax.sgd`` keeps the buffer ``v = m * v + g``
+and ``optax.adam`` adds eps after the bias correction. torch's L2 ``weight_decay`` is
+``optax.add_decayed_weights`` chained *before* the optimizer (after it, it would be decoupled).
+BatchNorm keeps the *biased* batch variance in ``var``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx, serialization
+
+from shared.recipe import SGD, Convention, Recipe, learning_rates
+from shared.weights import BN_STATS
+
+from .resnet import ResNet
+from .weights import export_weights
+
+BN_RUNNING_VAR: Convention = "biased"
+CHECKPOINT_FILES = ("model.msgpack", "optimizer.msgpack")
+
+
+def _dtype(model: ResNet) -> jnp.dtype:
+    return model.conv1.kernel.value.dtype
+
+
+def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> nnx.Optimizer:
+    """``recipe``'s optimizer with its schedule over ``total_steps`` steps, for the model's parameters."""
+    opt = recipe.optimizer
+    rates = jnp.asarray(learning_rates(recipe, total_steps), dtype=_dtype(model))
+
+    def schedule(count: jax.Array) -> jax.Array:
+        return rates[jnp.minimum(count, len(rates) - 1)]
+
+    if isinstance(opt, SGD):
+        tx = optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
+    else:
+        tx = optax.adam(schedule, b1=opt.beta1, b2=opt.beta2, eps=opt.eps)
+    if opt.weight_decay:
+        # torch's L2: wd * p joins the gradient before the momentum or Adam moments see it
+        tx = optax.chain(optax.add_decayed_weights(opt.weight_decay), tx)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+def _loss(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+    logits = model(x)
+    targets = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+    return optax.softmax_cross_entropy(logits, targets).mean(), logits
+
+
+@partial(nnx.jit, static_argnames="label_smoothing")
+def _train_step(model: ResNet, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array, label_smoothing: float):
+    (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, label_smoothing)
+    optimizer.update(model, grads)
+    return loss, logits
+
+
+def _inputs(model: ResNet, x: np.ndarray) -> jax.Array:
+    return jnp.asarray(np.asarray(x), dtype=_dtype(model))
+
+
+def train_step(model: ResNet, optimizer: nnx.Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
+    """One optimizer step on an NHWC batch; returns the loss and the train-mode logits (before the step)."""
+    model.train()
+    loss, logits = _train_step(model, optimizer, _inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)
+    return float(loss), np.asarray(logits)
+
+
+def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+    """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
+    model.train()
+    grads = nnx.grad(lambda m: _loss(m, _inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)[0])(model)
+    # a model whose parameters hold the gradients: the weight adapter then gives canonical names and layouts
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    exported = export_weights(nnx.merge(graphdef, grads, rest))
+    stat_suffixes = tuple("." + s for s in BN_STATS)
+    return {k: v for k, v in exported.items() if not k.endswith(stat_suffixes)}
+
+
+@nnx.jit
+def _forward(model: ResNet, x: jax.Array) -> jax.Array:
+    return model(x)
+
+
+def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits for an NHWC array, computed batch by batch."""
+    model.eval()
+    return np.concatenate([np.asarray(_forward(model, _inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
+
+
+def _save(path: str, node: nnx.Object) -> None:
+    with open(path, "wb") as fh:
+        fh.write(serialization.msgpack_serialize(nnx.state(node).to_pure_dict()))
+
+
+def _load(path: str, node: nnx.Object) -> None:
+    with open(path, "rb") as fh:
+        saved = serialization.msgpack_restore(fh.read())
+    state = nnx.state(node)
+    nnx.replace_by_pure_dict(state, saved)  # raises on a key the node lacks
+    nnx.update(node, state)
+
+
+def save_checkpoint(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
+    """The native checkpoint: ``nnx.state`` of the model and of the optimizer, msgpack-serialised."""
+    _save(os.path.join(directory, "model.msgpack"), model)
+    _save(os.path.join(directory, "optimizer.msgpack"), optimizer)
+
+
+def load_checkpoint(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
+    """Restore what ``save_checkpoint`` wrote."""
+    _load(os.path.join(directory, "model.msgpack"), model)
+    _load(os.path.join(directory, "optimizer.msgpack"), optimizer)

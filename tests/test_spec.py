@@ -1,0 +1,104 @@
+"""The spec and the canonical format against numbers published outside this code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.spec import ResNetSpec, get_spec, list_specs
+from shared.weights import canonical_shapes, count_parameters
+
+# torchvision's published parameter counts (BN running statistics not included)
+PUBLISHED = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
+# BN running statistics: 2 x the BN channels, summed by hand from the torchvision architecture
+BN_STATS = {"resnet18": 9_600, "resnet50": 53_120}
+
+
+@pytest.mark.parametrize("arch", PUBLISHED)
+def test_parameter_counts_match_torchvision(arch):
+    assert count_parameters(get_spec(arch))[0] == PUBLISHED[arch]
+
+
+@pytest.mark.parametrize("arch", BN_STATS)
+def test_bn_statistics_counted_separately(arch):
+    assert count_parameters(get_spec(arch))[1] == BN_STATS[arch]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_native_counts_agree_with_the_spec(impls, arch):
+    spec = get_spec(arch)
+    params, stats = count_parameters(spec)
+    torch_model = impls["torch"].build_model(spec)
+    assert sum(p.numel() for p in torch_model.parameters()) == params
+    assert sum(b.numel() for n, b in torch_model.named_buffers() if n.endswith(("running_mean", "running_var"))) == stats
+    # Keras counts the BN moving statistics as weights too
+    assert impls["tf"].build_model(spec).count_params() == params + stats
+    import jax
+    from flax import nnx
+
+    flax_model = impls["jax"].build_model(spec)
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(flax_model, nnx.Param))) == params
+    assert sum(x.size for x in jax.tree.leaves(nnx.state(flax_model, nnx.BatchStat))) == stats
+
+
+def test_torchvision_state_dict_keys(impls):
+    # torchvision's resnet18 / resnet50 state_dicts have 122 / 320 entries (num_batches_tracked included)
+    for arch, n in (("resnet18", 122), ("resnet50", 320)):
+        state = impls["torch"].build_model(arch).state_dict()
+        assert len(state) == n
+    state = impls["torch"].build_model("resnet50").state_dict()
+    assert tuple(state["conv1.weight"].shape) == (64, 3, 7, 7)
+    assert tuple(state["layer1.0.downsample.0.weight"].shape) == (256, 64, 1, 1)
+    assert tuple(state["layer2.0.conv2.weight"].shape) == (128, 128, 3, 3)  # v1.5: stride here
+    assert tuple(state["layer4.2.bn3.running_var"].shape) == (2048,)
+    assert tuple(state["fc.weight"].shape) == (1000, 2048)
+    assert "layer1.0.conv1.bias" not in state
+
+
+def test_v15_puts_the_stride_on_the_3x3(impls):
+    model = impls["torch"].build_model("resnet50")
+    assert model.layer2[0].conv1.stride == (1, 1) and model.layer2[0].conv2.stride == (2, 2)
+    v1 = impls["torch"].build_model("keras_resnet50")
+    assert v1.layer2[0].conv1.stride == (2, 2) and v1.layer2[0].conv2.stride == (1, 1)
+
+
+def test_get_spec_overrides_and_errors():
+    spec = get_spec("resnet18", num_classes=10, in_channels=1)
+    assert (spec.num_classes, spec.in_channels) == (10, 1)
+    shapes = canonical_shapes(spec)
+    assert shapes["conv1.weight"] == (64, 1, 7, 7) and shapes["fc.weight"] == (10, 512)
+    assert get_spec(spec) is spec
+    with pytest.raises(ValueError, match="unknown architecture 'resnet19'"):
+        get_spec("resnet19")
+    with pytest.raises(ValueError, match="unknown spec fields: colour"):
+        get_spec("resnet18", colour=1)
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        get_spec("resnet18", num_classes=0)
+    with pytest.raises(AttributeError):
+        spec.num_classes = 5  # frozen
+
+
+def test_list_specs_covers_the_family():
+    names = list_specs()
+    for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnet20", "resnet1202",
+                 "d2l_resnet18", "seed_tf_cifar", "keras_resnet50", "keras_resnet50v2"):
+        assert name in names
+    assert all(isinstance(get_spec(n), ResNetSpec) for n in names)
+
+
+def test_shared_never_imports_a_framework():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shared, shared.spec, shared.weights, shared.cli, shared.compare, shared.summary, shared.frameworks;"
+        "bad = [m for m in ('torch', 'tensorflow', 'jax', 'flax', 'keras') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
