@@ -1,0 +1,159 @@
+"""Convert a resnet50 checkpoint between every pair of formats: time beyond the framework imports, peak memory.
+
+Each conversion runs in a fresh process that first imports the frameworks it needs and converts a
+tiny resnet20 the same way (so first-call costs of the frameworks are not counted), then converts
+resnet50 with ``shared.convert.convert`` (no verification unless --verify). Reported:
+- time: reading plus writing, as ``convert`` times them (framework imports excluded);
+- peak: the process's peak resident memory above its resident memory just before the conversion
+  (Linux /proc/self/status VmHWM, reset through /proc/self/clear_refs), against the checkpoint size,
+  the float32 bytes of every tensor.
+The keras.applications formats (keras-h5, keras-app) hold keras_resnet50, so pairs involving them use it.
+Targets: < 2 s and < 3x the checkpoint size.
+
+    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import permutations
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared import checkpoint, frameworks  # noqa: E402
+from shared.convert import convert  # noqa: E402
+from shared.spec import get_spec  # noqa: E402
+from shared.weights import canonical_shapes, randomize  # noqa: E402
+
+NAMES = {
+    "torch": "model.pt", "safetensors": "model.safetensors", "keras": "model.keras",
+    "keras-weights": "model.weights.h5", "orbax": "model_orbax", "msgpack": "model.msgpack",
+    "keras-h5": "model.h5", "keras-app": "model.weights.h5",
+}
+KERAS_APPLICATIONS = ("keras-h5", "keras-app")
+TIME_TARGET_S, MEMORY_TARGET = 2.0, 3.0
+
+
+def arch_for(src: str, dst: str) -> str:
+    return "keras_resnet50" if {src, dst} & set(KERAS_APPLICATIONS) else "resnet50"
+
+
+def all_pairs() -> list[tuple[str, str]]:
+    generic = [f for f in NAMES if f not in KERAS_APPLICATIONS]
+    return list(permutations(generic, 2)) + [
+        (a, b) for a, b in permutations(NAMES, 2) if {a, b} & set(KERAS_APPLICATIONS)
+    ]
+
+
+def source_path(folder: Path, arch: str, fmt: str) -> Path:
+    return folder / arch / f"{fmt}-{NAMES[fmt]}"
+
+
+def prepare_sources(folder: Path, pairs: list[tuple[str, str]]) -> None:
+    """Every source file the pairs need, written from random weights (every tensor, BN statistics included)."""
+    # resnet20 in every other format: the warm-up conversions
+    needed = {(arch_for(a, b), a) for a, b in pairs} | {("resnet20", f) for f in NAMES if f not in KERAS_APPLICATIONS}
+    for arch in sorted({arch for arch, _ in needed}):
+        (folder / arch).mkdir(parents=True, exist_ok=True)
+        weights = randomize(get_spec(arch), seed=0)
+        for _, fmt in sorted(f for f in needed if f[0] == arch):
+            checkpoint.write(source_path(folder, arch, fmt), weights, get_spec(arch), fmt, force=True)
+
+
+def memory_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+
+
+def child(folder: Path, src: str, dst: str, verify: bool) -> dict:
+    """One measurement, in this (fresh) process."""
+    start = time.perf_counter()
+    for fmt in (checkpoint.FORMATS[src], checkpoint.FORMATS[dst]):
+        if fmt.framework:
+            checkpoint.implementation(fmt)
+    if verify:
+        frameworks.load("torch")
+    imports = time.perf_counter() - start
+    out = Path(tempfile.mkdtemp(dir=folder))
+    # the same frameworks, the same code paths as far as a tiny model can take them (keras.applications has no resnet20)
+    warm = ["keras-weights" if f in KERAS_APPLICATIONS else f for f in (src, dst)]
+    if warm[0] != warm[1]:
+        convert(source_path(folder, "resnet20", warm[0]), out / f"warm-{NAMES[warm[1]]}", dst_format=warm[1],
+                verify_output=verify)
+    arch = arch_for(src, dst)
+    size = 4 * sum(int(np.prod(s)) for s in canonical_shapes(get_spec(arch)).values())
+    gc.collect()
+    reset_peak()
+    base = memory_kb("VmRSS")
+    report = convert(source_path(folder, arch, src), out / NAMES[dst], src_format=src, dst_format=dst, verify_output=verify)
+    peak = (memory_kb("VmHWM") - base) * 1024
+    t = report["timings"]
+    return {
+        "from": src, "to": dst, "arch": arch, "checkpoint_bytes": size, "dst_bytes": report["bytes"],
+        "time_s": t["read_s"] + t["write_s"] + t.get("verify_s", 0.0), "read_s": t["read_s"], "write_s": t["write_s"],
+        "verify_s": t.get("verify_s"), "import_s": imports, "peak_bytes": peak, "peak_ratio": peak / size,
+        "passed": report["passed"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verify", action="store_true", help="include verification (not part of the targets)")
+    parser.add_argument("--only", metavar="FMT", help="only pairs involving this format")
+    parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--dir", help="working directory (default: a temporary one)")
+    parser.add_argument("--child", nargs=3, metavar=("DIR", "FROM", "TO"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(Path(args.child[0]), args.child[1], args.child[2], args.verify)))
+        return 0
+
+    pairs = [p for p in all_pairs() if args.only in (None, *p)]
+    folder = Path(args.dir or tempfile.mkdtemp(prefix="convert-bench-"))
+    print(f"writing source checkpoints in {folder} ...", flush=True)
+    prepare_sources(folder, pairs)
+    head = (f"{'from':<14}{'to':<14}{'arch':<15}{'time s':>8}{'read':>7}{'write':>7}{'peak MB':>9}{'x ckpt':>8}"
+            f"{'imports s':>10}  result")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    for src, dst in pairs:
+        cmd = [sys.executable, __file__, "--child", str(folder), src, dst] + (["--verify"] if args.verify else [])
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if done.returncode != 0:
+            print(f"{src:<14}{dst:<14}FAILED: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        ok = row["time_s"] < TIME_TARGET_S and row["peak_ratio"] < MEMORY_TARGET and row["passed"]
+        print(f"{src:<14}{dst:<14}{row['arch']:<15}{row['time_s']:>8.2f}{row['read_s']:>7.2f}{row['write_s']:>7.2f}"
+              f"{row['peak_bytes'] / 1e6:>9.0f}{row['peak_ratio']:>8.2f}{row['import_s']:>10.1f}  "
+              f"{'ok' if ok else 'OVER TARGET'}",
+              flush=True)
+    if rows:
+        size = rows[0]["checkpoint_bytes"] / 1e6
+        print(f"checkpoint size: {size:.1f} MB (float32); targets: < {TIME_TARGET_S} s, peak < {MEMORY_TARGET}x; "
+              f"worst time {max(r['time_s'] for r in rows):.2f} s, worst peak {max(r['peak_ratio'] for r in rows):.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""PyTorch checkpoint files: state_dicts (.pt/.pth/.bin, the d2l seeds' too) <-> canonical weights; models from files.
+
+Files are read with ``torch.load(weights_only=True)`` only: a pickle that asks for anything but
+tensors and plain containers is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from shared import checkpoint
+from shared.checkpoint import Checkpoint, CheckpointError, FORMATS
+from shared.spec import ResNetSpec
+from shared.weights import IGNORED_SUFFIXES, canonical_layers, from_d2l, is_d2l
+
+from .resnet import ResNet
+from .weights import export_weights, import_weights
+
+# Where training scripts put the state_dict: {"state_dict": ...} (Lightning, timm), the PyTorch tutorial's
+# {"model_state_dict": ...}, {"model": ...} (torchvision's references).
+WRAPPERS = ("state_dict", "model_state_dict", "model")
+
+
+def read_weights(path: Path, fmt: str) -> Checkpoint:
+    """A torch.save'd state_dict, unwrapped, as numpy (d2l seed keys renamed); no code in the file runs."""
+    try:
+        # torchvision's reference scripts save their argparse.Namespace beside the weights: plain values
+        with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):
+            warnings.simplefilter("ignore")  # pickle-protocol notices; a refusal raises below
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if found := re.search(r"GLOBAL (\S+)", str(exc)):
+            raise CheckpointError(
+                f"{path}: refused: its pickle asks for {found[1]}, which weights-only loading does not allow, and "
+                "nothing in the file was run (a state_dict holds only tensors: save model.state_dict())"
+            ) from exc
+        detail = re.search(r"Unsupported[^\n]*", str(exc))  # the line that says what stopped the unpickler
+        raise ValueError(f"weights-only unpickling stopped: {detail[0] if detail else checkpoint.one_line(exc)}") from exc
+    state, notes = _unwrap(obj, path)
+    weights = {key: _to_numpy(value) for key, value in state.items()}
+    if fmt == "d2l" or is_d2l(weights):
+        if not is_d2l(weights):
+            raise CheckpointError(f"{path}: not a d2l seed state_dict (no 0.0.weight and 7.weight keys)")
+        weights = from_d2l(weights)
+        notes.append("renamed the d2l seed's nn.Sequential keys to torchvision's")
+    return Checkpoint(weights, None, FORMATS[fmt], notes)
+
+
+def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The state_dict inside a training checkpoint, 'module.' prefixes (DataParallel, DDP) removed."""
+    notes = []
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in WRAPPERS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                notes.append(f"took the weights from the checkpoint's {key!r} entry")
+                break
+        else:
+            raise CheckpointError(f"{path}: a dict of {', '.join(map(str, list(obj)[:4]))}, with no state_dict "
+                                  f"at the top or under {', '.join(WRAPPERS)}")
+    if not obj:
+        raise CheckpointError(f"{path}: the state_dict is empty")
+    if all(isinstance(k, str) and k.startswith("module.") for k in obj):
+        obj = {k.removeprefix("module."): v for k, v in obj.items()}
+        notes.append("removed the 'module.' prefix that DataParallel/DDP add")
+    bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(bad[:3])}")
+    return obj, notes
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes  # numpy has no bfloat16 of its own; reinterpret the bits
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    array = np.ascontiguousarray(array)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read-only arrays (from safetensors, JAX): torch.save only reads them
+        if array.dtype.name == "bfloat16":
+            return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(array)
+
+
+def write_weights(
+    path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
+) -> None:
+    """A plain state_dict in torchvision's order, num_batches_tracked included, so load_state_dict(strict=True) takes it.
+
+    The tensors share memory with the canonical arrays (same layout), so ``consume`` changes nothing.
+    """
+    state = {}
+    for layer in canonical_layers(spec):
+        for param in layer.shapes:
+            state[f"{layer.path}.{param}"] = _to_tensor(weights[f"{layer.path}.{param}"])
+        if layer.kind == "bn":
+            key = f"{layer.path}.num_batches_tracked"
+            state[key] = torch.tensor(int(np.asarray(weights.get(key, 0))), dtype=torch.long)
+    torch.save(state, path)
+
+
+def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:
+    """A model with allocated but uninitialised tensors, for a checkpoint to overwrite (no random init)."""
+    with torch.device("meta"):
+        model = ResNet(spec)
+    model = model.to_empty(device="cpu").to(getattr(torch, dtype))
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.num_batches_tracked.zero_()  # a buffer that checkpoints without it never overwrite
+    return model
+
+
+def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> ResNet:
+    """A model holding canonical ``weights`` (of ``dtype``), built without random init."""
+    model = empty_model(spec, dtype)
+    import_weights(model, weights)
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
+    """A float32 PyTorch ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
+    path = Path(path)
+    ckpt = checkpoint.read(path)
+    spec, _ = checkpoint.architecture(ckpt, path, arch)
+    return model_from_weights(spec, {**ckpt.weights, **checkpoint.as_float32(ckpt.weights, spec)})
+
+
+def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
+    """Write the model in the format ``path``'s suffix names, atomically, replacing an existing file."""
+    state = model.state_dict()
+    counters = {k: v.numpy() for k, v in state.items() if k.endswith(IGNORED_SUFFIXES)}
+    checkpoint.save(path, {**export_weights(model), **counters}, model.spec)

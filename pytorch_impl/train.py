@@ -1,0 +1,98 @@
+"""The training step in PyTorch: ``model.train()``, ``loss.backward()``, ``torch.optim`` plus ``LambdaLR``.
+
+PyTorch is the reference for ``shared.recipe``: SGD, Adam and their coupled L2 ``weight_decay``
+are torch's own. BatchNorm keeps the *unbiased* batch variance in ``running_var``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from shared.recipe import SGD, Convention, Recipe, lr_factor
+
+from .resnet import ResNet
+
+BN_RUNNING_VAR: Convention = "unbiased"
+CHECKPOINT_FILES = ("model.pth", "optimizer.pth")
+
+
+@dataclass
+class Optimizer:
+    """A torch optimizer and its scheduler, stepped together (Keras and optax fold the schedule in)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+
+
+def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> Optimizer:
+    """``recipe``'s optimizer over every parameter, with its schedule over ``total_steps`` steps."""
+    opt = recipe.optimizer
+    if isinstance(opt, SGD):
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.weight_decay,
+        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe.schedule, step, total_steps))
+    return Optimizer(optimizer, scheduler)
+
+
+def _inputs(model: ResNet, x: np.ndarray) -> torch.Tensor:
+    # NHWC numpy in, NCHW tensor of the model's dtype: layout changes only at this edge
+    dtype = next(model.parameters()).dtype
+    return torch.as_tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)), dtype=dtype)
+
+
+def _loss(logits: torch.Tensor, y: np.ndarray, recipe: Recipe) -> torch.Tensor:
+    return F.cross_entropy(logits, torch.as_tensor(np.asarray(y), dtype=torch.long), label_smoothing=recipe.label_smoothing)
+
+
+def train_step(model: ResNet, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
+    """One optimizer step on an NHWC batch; returns the loss and the train-mode logits (before the step)."""
+    model.train()
+    logits = model(_inputs(model, x))
+    loss = _loss(logits, y, recipe)
+    optimizer.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.optimizer.step()
+    optimizer.scheduler.step()
+    return loss.item(), logits.detach().numpy()
+
+
+def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+    """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    _loss(model(_inputs(model, x)), y, recipe).backward()
+    grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eval-mode logits for an NHWC array, computed batch by batch."""
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(_inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+
+
+def save_checkpoint(directory: str, model: ResNet, optimizer: Optimizer) -> None:
+    """The native checkpoint: the model's state_dict and the optimizer's plus scheduler's, as .pth."""
+    torch.save(model.state_dict(), os.path.join(directory, "model.pth"))
+    state = {"optimizer": optimizer.optimizer.state_dict(), "scheduler": optimizer.scheduler.state_dict()}
+    torch.save(state, os.path.join(directory, "optimizer.pth"))
+
+
+def load_checkpoint(directory: str, model: ResNet, optimizer: Optimizer) -> None:
+    """Restore what ``save_checkpoint`` wrote, strictly."""
+    model.load_state_dict(torch.load(os.path.join(directory, "model.pth"), weights_only=True))
+    state = torch.load(os.path.join(directory, "optimizer.pth"), weights_only=True)
+    optimizer.optimizer.load_state_dict(state["optimizer"])
+    optimizer.scheduler.load_state_dict(state["scheduler"])

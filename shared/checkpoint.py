@@ -1,0 +1,514 @@
+"""Checkpoint files: formats chosen by suffix, the framework-free safetensors reader and writer, atomic writes.
+
+Every reader returns the canonical dict (torchvision names and layouts, numpy). Framework
+formats are handled by each implementation's ``checkpoint.py`` (``read_weights(path, fmt)`` and
+``write_weights(path, weights, spec, fmt, consume=False)``), imported only when a file of that
+format is used. Untrusted input: whatever a reader trips over becomes one ``CheckpointError``
+line naming the file. Writes go to a temporary path beside the destination, renamed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import os
+import re
+import secrets
+import shutil
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from . import frameworks, infer
+from .spec import PRESETS, ResNetSpec, get_spec
+from .weights import (
+    IGNORED_SUFFIXES, ParamTable, WeightMismatchError, canonical_layers, canonical_shapes, check_weights, to_canonical,
+)
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read or written; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One checkpoint format: which implementation reads and writes it, and how its files are named."""
+
+    name: str
+    label: str
+    framework: str | None  # short name of the implementation that handles it; None: this module
+    suffixes: tuple[str, ...] = ()
+    directory: bool = False
+    writable: bool = True
+    dtypes: tuple[str, ...] = FLOAT_DTYPES
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in [
+        Format("torch", "PyTorch state_dict", "torch", (".pt", ".pth", ".bin")),
+        Format("d2l", "d2l seed state_dict (PyTorch)", "torch", writable=False),
+        Format("safetensors", "safetensors (canonical)", None, (".safetensors",)),
+        Format("keras", "Keras 3 model", "tf", (".keras",)),
+        Format("keras-weights", "Keras 3 weights", "tf", (".weights.h5",)),
+        # keras.applications builds float32 models
+        Format("keras-app", "keras.applications Keras 3 weights", "tf", dtypes=("float32",)),
+        # Keras 2 never had bfloat16, and its loaders do not know Keras 3's bfloat16 marker
+        Format("keras-h5", "Keras 2 HDF5 weights (keras.applications)", "tf", (".h5",),
+               dtypes=("float16", "float32", "float64")),
+        Format("orbax", "Orbax checkpoint of the Flax NNX state", "jax", directory=True),
+        Format("msgpack", "Flax msgpack of the NNX state", "jax", (".msgpack",)),
+    ]
+}
+
+
+@dataclass
+class Checkpoint:
+    """What a reader found: canonical weights, the architecture if the file records one, notes for the user."""
+
+    weights: dict[str, np.ndarray]
+    spec: ResNetSpec | None
+    format: Format
+    notes: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def suffix_of(path: Path) -> str:
+    """'.weights.h5' for Keras weight files (their own suffix), else the last suffix, lower-cased."""
+    name = path.name.lower()
+    return ".weights.h5" if name.endswith(".weights.h5") else path.suffix.lower()
+
+
+def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: bool = False) -> Format:
+    """The format named by ``fmt``, else the one the path's suffix (or being a directory) implies."""
+    path = Path(path)
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        found = FORMATS[fmt]
+        if writing and not found.writable:
+            raise CheckpointError(f"{path}: {found.label} can be read but not written")
+        return found
+    suffix = suffix_of(path)
+    # a directory, or a new path without a suffix, is an Orbax checkpoint
+    if path.is_dir() or (writing and not suffix and not path.exists()):
+        return FORMATS["orbax"]
+    for found in FORMATS.values():
+        if suffix in found.suffixes:
+            return found
+    if not writing and not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    hint = f"; it looks like {FORMATS[guess].label}" if not writing and (guess := sniff(path)) else ""
+    option = "--to" if writing else "--from"
+    raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option} FORMAT "
+                          f"({', '.join(n for n, f in FORMATS.items() if f.writable or not writing)})")
+
+
+def sniff(path: Path) -> str | None:
+    """The format a file's first bytes suggest, for hints in error messages; None if nothing fits."""
+    try:
+        if path.is_dir():
+            return "orbax" if (path / "_CHECKPOINT_METADATA").exists() or (path / "_METADATA").exists() else None
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(16)
+        if head.startswith(b"\x89HDF\r\n\x1a\n"):
+            return "keras-weights"
+        if head.startswith(b"PK\x03\x04"):
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+            if "config.json" in names:
+                return "keras"
+            return "torch" if any(n.endswith("data.pkl") for n in names) else None
+        if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5: torch's legacy format
+            return "torch"
+        if len(head) >= 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
+            return "safetensors"
+        if head and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map
+            return "msgpack"
+    except Exception:  # a hint only: a file too broken to guess at gets none
+        return None
+    return None
+
+
+def implementation(fmt: Format):
+    """The ``checkpoint`` module of the implementation that handles ``fmt`` (imports its framework)."""
+    package = frameworks.load(fmt.framework)
+    return importlib.import_module(f"{package.__name__}.checkpoint")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its first non-empty line, or its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) > 160 and (end := text.find(". ", 20)) > 0:
+        text = text[:end]  # libraries append advice to the first sentence
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_source(path: Path, fmt: Format) -> None:
+    """Fail early, with one line, on a missing, empty or wrong-kind path."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if fmt.directory:
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: {fmt.label} is a directory, but this is a file")
+        if not any(path.iterdir()):
+            raise CheckpointError(f"{path}: empty directory")
+    elif path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a {fmt.label} file")
+    elif path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file")
+
+
+def read(path: str | os.PathLike, fmt: str | Format | None = None) -> Checkpoint:
+    """Read any supported file into canonical weights; every failure is one CheckpointError line."""
+    path = Path(path)
+    fmt = fmt if isinstance(fmt, Format) else detect_format(path, fmt)
+    check_source(path, fmt)
+    reader = read_safetensors if fmt.framework is None else implementation(fmt).read_weights
+    try:
+        ckpt = reader(path, fmt.name)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # untrusted bytes: whatever a library trips over is a bad file, not a crash
+        guess = sniff(path)
+        hint = f"; it looks like {FORMATS[guess].label} (pass --from {guess})" if guess and guess != fmt.name else ""
+        raise CheckpointError(f"{path}: not a readable {fmt.label}: {one_line(exc)}{hint}") from exc
+    bad = [k for k, v in ckpt.weights.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
+    if bad:
+        raise CheckpointError(f"{path}: entries that are not named arrays: {', '.join(map(str, bad[:3]))}")
+    return ckpt
+
+
+def load(path: str | os.PathLike, fmt: str | None = None) -> tuple[dict[str, np.ndarray], ResNetSpec | None]:
+    """(canonical weights, the architecture the file records or None); framework formats import their framework."""
+    ckpt = read(path, fmt)
+    return ckpt.weights, ckpt.spec
+
+
+def read_safetensors(path: Path, fmt: str = "safetensors") -> Checkpoint:
+    """A safetensors file as numpy arrays, with the architecture from its metadata when recorded."""
+    from safetensors import safe_open
+
+    _enable_bfloat16()
+    with safe_open(str(path), framework="np") as f:
+        metadata = f.metadata() or {}
+        weights = {key: f.get_tensor(key) for key in f.keys()}
+    return Checkpoint(weights, spec_from_metadata(metadata, path), FORMATS[fmt])
+
+
+def _enable_bfloat16() -> None:
+    # numpy learns the name 'bfloat16' from ml_dtypes (installed with JAX and TensorFlow)
+    with contextlib.suppress(ImportError):
+        import ml_dtypes  # noqa: F401
+
+
+# ----------------------------------------------------------------------------- the architecture a file records
+
+METADATA_ARCH, METADATA_OVERRIDES = "resnet_parity.arch", "resnet_parity.overrides"
+
+
+def spec_to_metadata(spec: ResNetSpec) -> dict[str, str]:
+    """String metadata naming the preset and every field that differs from it."""
+    base = PRESETS.get(spec.name)
+    fields = dataclasses.asdict(spec)
+    if base is None:
+        overrides = {k: v for k, v in fields.items() if k != "name"}
+    else:
+        overrides = {k: v for k, v in fields.items() if v != dataclasses.asdict(base)[k]}
+    return {METADATA_ARCH: spec.name, METADATA_OVERRIDES: json.dumps(overrides)}
+
+
+def spec_from_metadata(metadata: Mapping[str, str], path: Path) -> ResNetSpec | None:
+    """The spec written by ``spec_to_metadata``, or None when the metadata records none."""
+    if METADATA_ARCH not in metadata:
+        return None
+    return spec_from_fields(metadata[METADATA_ARCH], json.loads(metadata.get(METADATA_OVERRIDES, "{}")), path)
+
+
+def spec_from_fields(name: str, fields: Mapping, path: Path) -> ResNetSpec:
+    """A preset with overrides, or a whole spec, from a file's JSON; a bad record is a CheckpointError."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        if name in PRESETS:
+            return get_spec(name, **fields)
+        return ResNetSpec(name=name, **fields)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: records an invalid architecture {name!r}: {one_line(exc)}") from exc
+
+
+# ----------------------------------------------------------------------------- framework names -> canonical
+
+_BN = re.compile(r"bn1|post_bn|layer\d+\.\d+\.(bn\d+|downsample\.1)")
+_CONV = re.compile(r"conv1|layer\d+\.\d+\.(conv\d+|downsample\.0)")
+
+
+def canonical_kind(module: str) -> str | None:
+    """'conv', 'bn' or 'linear' for a canonical module path ('layer1.0.downsample.1' is a BN); None if none."""
+    if module == "fc":
+        return "linear"
+    if _BN.fullmatch(module):
+        return "bn"
+    return "conv" if _CONV.fullmatch(module) else None
+
+
+def from_native(
+    variables: Mapping[tuple[str, str], np.ndarray], table: ParamTable, path: Path, *, consume: bool = False,
+) -> dict[str, np.ndarray]:
+    """Canonical weights from (module path, framework variable name) -> array, by the naming scheme alone.
+
+    With ``consume``, ``variables`` (a dict no one else needs) is emptied as it is converted, so a
+    framework array is released as soon as its canonical copy exists.
+    """
+    inverse = {kind: {attr: (param, perm) for param, (attr, perm) in params.items()} for kind, params in table.items()}
+    out, unknown = {}, []
+    for module, attr in list(variables):
+        value = variables.pop((module, attr)) if consume else variables[(module, attr)]
+        kind = canonical_kind(module)
+        if kind is None or attr not in inverse[kind]:
+            unknown.append(f"{module}/{attr}")
+            continue
+        param, perm = inverse[kind][attr]
+        value = np.asarray(value)
+        if perm and value.ndim != len(perm):
+            raise CheckpointError(f"{path}: {module}/{attr} has shape {value.shape}, "
+                                  f"not a {kind} kernel's {len(perm)} axes")
+        out[f"{module}.{param}"] = to_canonical(value, perm)
+    if unknown:
+        raise CheckpointError(f"{path}: {len(unknown)} variables are not ResNet layers, e.g. {', '.join(unknown[:3])}")
+    return out
+
+
+# ----------------------------------------------------------------------------- checks on the weights
+
+
+def mismatch_line(err: WeightMismatchError) -> str:
+    """A WeightMismatchError in one line: counts, and the first few keys of each kind."""
+    parts = []
+    for label, items in (("missing", err.missing), ("unexpected", err.unexpected)):
+        if items:
+            parts.append(f"{len(items)} {label} ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})")
+    if err.mismatched:
+        shown = ", ".join(f"{k} {got} instead of {want}" for k, got, want in err.mismatched[:2])
+        parts.append(f"{len(err.mismatched)} of the wrong shape ({shown}{', ...' if len(err.mismatched) > 2 else ''})")
+    return "; ".join(parts)
+
+
+def architecture(ckpt: Checkpoint, path: Path, arch: str | ResNetSpec | None = None) -> tuple[ResNetSpec, list[str]]:
+    """The spec for these weights: ``arch`` if given, else the file's record, else inferred; checked strictly."""
+    notes = []
+    if arch is not None:
+        spec = get_spec(arch)
+        if ckpt.spec is not None and ckpt.spec != spec:
+            notes.append(f"the file records {ckpt.spec.name}; using {spec.name} as asked")
+    elif ckpt.spec is not None:
+        spec = ckpt.spec
+        if sum(spec.layers) > len(ckpt.weights):  # every block has tensors; also keeps a forged record from stalling us
+            raise CheckpointError(f"{path}: records {spec.name} with {sum(spec.layers)} blocks, "
+                                  f"but holds only {len(ckpt.weights)} tensors")
+        notes.append(f"architecture {spec.name}, as the file records it")
+    else:
+        try:
+            found = infer.infer(ckpt.weights)
+        except infer.ArchitectureError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        spec = found.spec
+        notes += found.notes()
+    try:
+        check_weights(spec, ckpt.weights)
+    except WeightMismatchError as err:
+        hint = ""
+        if arch is not None:
+            with contextlib.suppress(infer.ArchitectureError):
+                hint = f"; the weights look like {infer.infer(ckpt.weights).describe()}"
+        raise CheckpointError(f"{path}: weights do not fit {spec.name}: {mismatch_line(err)}{hint}") from err
+    return spec, notes
+
+
+def prepare(
+    weights: Mapping[str, np.ndarray], spec: ResNetSpec, path: Path, *,
+    keep_dtype: bool = False, allow_nonfinite: bool = False, target: Format | None = None,
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The weights to write: floating point checked, NaN/Inf refused unless allowed, float32 unless kept."""
+    keys = list(canonical_shapes(spec))
+    extras = {k: v for k, v in weights.items() if k.endswith(IGNORED_SUFFIXES)}
+    out = {k: weights[k] for k in keys}
+    dtypes = {}
+    for key, value in out.items():
+        name = value.dtype.name
+        if name not in FLOAT_DTYPES:
+            raise CheckpointError(f"{path}: {key} holds {name} values, not floating point")
+        dtypes.setdefault(name, key)
+    if not allow_nonfinite:
+        bad = [k for k, v in out.items() if not np.isfinite(v).all()]
+        if bad:
+            raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or Inf ({', '.join(bad[:3])}"
+                                  f"{', ...' if len(bad) > 3 else ''}); pass --allow-nonfinite to convert anyway")
+    notes = []
+    if keep_dtype:
+        if len(dtypes) > 1:
+            raise CheckpointError(f"{path}: mixed dtypes ({', '.join(f'{d} in {k}' for d, k in dtypes.items())}); "
+                                  "--keep-dtype needs one")
+        (dtype,) = dtypes
+        if target is not None and dtype not in target.dtypes:
+            raise CheckpointError(f"{path}: {target.label} cannot store {dtype}; drop --keep-dtype to write float32")
+    elif set(dtypes) != {"float32"}:
+        out = {k: v if v.dtype == np.float32 else v.astype(np.float32) for k, v in out.items()}
+        notes.append(f"converted {', '.join(d for d in dtypes if d != 'float32')} to float32 (--keep-dtype keeps it)")
+    return {**out, **extras}, notes
+
+
+def dtype_of(weights: Mapping[str, np.ndarray], spec: ResNetSpec) -> str:
+    """The one floating dtype of a spec's tensors (``prepare`` has made it one)."""
+    return weights[next(iter(canonical_shapes(spec)))].dtype.name
+
+
+def as_float32(weights: Mapping[str, np.ndarray], spec: ResNetSpec) -> dict[str, np.ndarray]:
+    """The spec's tensors upcast to float32 (exact for float16/bfloat16), for running a batch through them."""
+    return {k: np.asarray(weights[k], dtype=np.float32) for k in canonical_shapes(spec)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def check_destination(path: Path, *, force: bool) -> None:
+    """Refuse, before any work, a destination that exists (without force) or cannot be created."""
+    if path.exists() and not force:
+        raise CheckpointError(f"{path}: already exists (pass --force to overwrite)")
+    parent = path.parent
+    if not parent.exists():
+        raise CheckpointError(f"{path}: cannot write: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise CheckpointError(f"{path}: cannot write: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{path}: cannot write: permission denied in {parent}")
+
+
+class Staged:
+    """A temporary path beside the destination; ``commit`` renames it into place, else it is removed."""
+
+    def __init__(self, dst: Path):
+        self.dst = dst
+        # same directory (so the rename is atomic), same name at the end (so suffix rules still apply)
+        self.path = dst.parent / f".tmp-{secrets.token_hex(4)}-{dst.name}"
+        self.committed = False
+
+    def commit(self) -> None:
+        if not self.path.exists():
+            raise CheckpointError(f"{self.dst}: the writer produced no output")
+        if self.dst.is_dir() or (self.dst.exists() and self.path.is_dir()):
+            # a directory cannot be replaced in one rename: move the old one aside first
+            old = self.dst.parent / f".old-{secrets.token_hex(4)}-{self.dst.name}"
+            os.rename(self.dst, old)
+            os.rename(self.path, self.dst)
+            _remove(old)
+        else:
+            os.replace(self.path, self.dst)
+        self.committed = True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@contextlib.contextmanager
+def staged(dst: str | os.PathLike, *, force: bool) -> Iterator[Staged]:
+    """Stage a write beside ``dst``: nothing appears at ``dst`` unless ``commit()`` is called."""
+    dst = Path(dst)
+    check_destination(dst, force=force)
+    stage = Staged(dst)
+    try:
+        yield stage
+    finally:
+        if not stage.committed:
+            _remove(stage.path)
+
+
+def write_to(
+    path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: Format, dst: Path | None = None, *,
+    consume: bool = False,
+) -> None:
+    """Write ``fmt`` at ``path`` (no staging); failures are one CheckpointError line naming ``dst``.
+
+    With ``consume``, the writer may empty ``weights`` (a dict no one else needs) as it converts them:
+    where the framework keeps its own copy in another layout, that halves the memory a write takes.
+    """
+    writer = write_safetensors if fmt.framework is None else implementation(fmt).write_weights
+    run_writer(lambda target: writer(target, weights, spec, fmt.name, consume=consume), path, fmt, dst or path)
+
+
+def run_writer(writer: Callable[[Path], None], path: Path, fmt: Format, dst: Path) -> None:
+    """Call ``writer(path)``; whatever it raises becomes one CheckpointError line naming ``dst``."""
+    try:
+        writer(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{dst}: cannot write {fmt.label}: {one_line(exc)}") from exc
+
+
+def write_with(
+    writer: Callable[[Path], None], path: str | os.PathLike, fmt: str | None = None, *, force: bool = False,
+) -> Format:
+    """Stage ``writer(temporary path)`` beside ``path`` and rename it into place when it succeeds."""
+    path = Path(path)
+    found = detect_format(path, fmt, writing=True)
+    with staged(path, force=force) as stage:
+        run_writer(writer, stage.path, found, path)
+        stage.commit()
+    return found
+
+
+def write(
+    path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str | None = None, *,
+    force: bool = False,
+) -> Format:
+    """Write canonical weights atomically (a temporary file beside ``path``, renamed at the end)."""
+    path = Path(path)
+    found = detect_format(path, fmt, writing=True)
+    with staged(path, force=force) as stage:
+        write_to(stage.path, weights, spec, found, dst=path)
+        stage.commit()
+    return found
+
+
+def save(
+    path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ResNetSpec | str, fmt: str | None = None,
+) -> None:
+    """Write canonical weights in the format of ``path``'s suffix, replacing an existing file atomically."""
+    spec = get_spec(spec)
+    check_weights(spec, weights)
+    write(path, weights, spec, fmt, force=True)
+
+
+def write_safetensors(
+    path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str = "safetensors", *, consume: bool = False,
+) -> None:
+    """The canonical tensors in forward order, the architecture in the metadata ('format': 'pt' for transformers/timm).
+
+    The file is the canonical layout: there is nothing to release early, so ``consume`` changes nothing.
+    """
+    from safetensors.numpy import save_file
+
+    _enable_bfloat16()
+    keys = [f"{layer.path}.{param}" for layer in canonical_layers(spec) for param in layer.shapes]
+    tensors = {key: np.ascontiguousarray(weights[key]) for key in keys}
+    save_file(tensors, str(path), metadata={"format": "pt", **spec_to_metadata(spec)})

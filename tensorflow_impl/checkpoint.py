@@ -1,0 +1,304 @@
+"""Keras checkpoint files <-> canonical weights: .keras, .weights.h5 (this ResNet's or a keras.applications
+model's) and the Keras 2 .h5 files keras.applications downloads; models from files.
+
+Files are read with h5py by layer name, never by instantiating what a file describes: Keras 3
+records each layer's name beside its variables (saved by position: trainable ones in creation
+order, then the rest), and Keras 2 names every variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from shared import checkpoint
+from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, canonical_kind, from_native
+from shared.spec import PRESETS, ResNetSpec
+from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
+
+from .keras_applications import (
+    check_model, keras_applications_names, keras_applications_preset, to_keras_applications, variable_table,
+)
+from .resnet import ResNet
+from .weights import PARAMS, export_weights
+
+# The position of each canonical parameter among a Keras layer's saved variables.
+KERAS_ORDER = {
+    "conv": ("weight", "bias"), "bn": ("weight", "bias", "running_mean", "running_var"), "linear": ("weight", "bias"),
+}
+# Preset -> keras.applications constructor.
+KERAS_APPLICATIONS = {
+    "keras_resnet50": "ResNet50", "keras_resnet101": "ResNet101", "keras_resnet152": "ResNet152",
+    "keras_resnet50v2": "ResNet50V2", "keras_resnet101v2": "ResNet101V2", "keras_resnet152v2": "ResNet152V2",
+}
+REGISTERED_NAME = "resnet_parity>ResNet"  # what ResNet.get_config is saved under in a .keras config
+
+
+def read_weights(path: Path, fmt: str) -> Checkpoint:
+    """Any Keras file as canonical weights; the architecture from a .keras config or keras.applications names."""
+    if fmt != "keras":
+        with h5py.File(path, "r") as h5:
+            return _read_h5(h5, path, fmt)
+    with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as scratch:
+        for member in ("config.json", "model.weights.h5"):
+            _check_expansion(archive.getinfo(member), path)
+        spec = _spec_from_config(json.loads(archive.read("config.json")), path)
+        # h5py reads a file on disk one variable at a time; from memory it would hold the whole file twice
+        with h5py.File(archive.extract("model.weights.h5", scratch), "r") as h5:
+            found = _read_h5(h5, path, fmt)
+    found.spec = found.spec or spec
+    return found
+
+
+def _check_expansion(member: zipfile.ZipInfo, path: Path) -> None:
+    # weights hardly compress: a member far larger than the archive is a zip bomb, not a checkpoint
+    if member.file_size > 2 * path.stat().st_size + (1 << 20):
+        raise CheckpointError(f"{path}: {member.filename} would expand to {member.file_size:,} bytes; refused")
+
+
+def _spec_from_config(config: dict, path: Path) -> ResNetSpec | None:
+    """The spec a .keras config records for this package's ResNet; None for a functional keras.applications model."""
+    if config.get("registered_name") == REGISTERED_NAME:
+        fields = dict(config["config"]["spec"])
+        return checkpoint.spec_from_fields(fields.pop("name"), fields, path)
+    if config.get("class_name") != "Functional":
+        raise CheckpointError(f"{path}: a Keras {config.get('class_name')} model, not a resnet-parity or "
+                              "keras.applications ResNet")
+    return None
+
+
+def _read_h5(h5: h5py.File, path: Path, fmt: str) -> Checkpoint:
+    """Keras 2 layout (root attribute 'layer_names') or Keras 3 (groups of numbered variables), by content."""
+    root = h5["model_weights"] if "model_weights" in h5 else h5
+    if "layer_names" in root.attrs:
+        return _from_keras_applications(Datasets(_keras2_variables(root)), path, fmt)
+    layers = _keras3_layers(h5, path)
+    if "conv1_conv" in layers:
+        return _from_keras_applications(Datasets(_keras_applications_variables(layers, path)), path, fmt)
+    return Checkpoint(_canonical_from_layers(layers, path), None, FORMATS[fmt])
+
+
+class Datasets(Mapping):
+    """Arrays read from HDF5 datasets as a converter asks for them: one variable in memory at a time."""
+
+    def __init__(self, datasets: Mapping):
+        self.datasets = datasets
+
+    def __getitem__(self, key) -> np.ndarray:
+        ds = self.datasets[key]
+        declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
+        if declared > 16 * stored + (1 << 20):  # a compression bomb: weights hardly compress
+            raise ValueError(f"{ds.name} declares {declared:,} bytes but stores {stored:,}; refused")
+        value = np.asarray(ds[()])
+        if ds.attrs.get("dtype") == "bfloat16":
+            import ml_dtypes  # Keras stores bfloat16 as raw 2-byte values and says so in an attribute
+
+            return value.view(ml_dtypes.bfloat16)
+        return value
+
+    def __iter__(self):
+        return iter(self.datasets)
+
+    def __len__(self) -> int:
+        return len(self.datasets)
+
+
+def _strings(values) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _keras2_variables(root: h5py.Group) -> dict[str, h5py.Dataset]:
+    """'layer/variable' -> dataset in a Keras 2 file ('conv1_conv/kernel:0' inside each layer's group)."""
+    out = {}
+    for layer in _strings(root.attrs["layer_names"]):
+        group = root[layer]
+        for name in _strings(group.attrs["weight_names"]):
+            out[f"{layer}/{name.rsplit('/', 1)[-1].split(':')[0]}"] = group[name]
+    return out
+
+
+def _keras3_layers(h5: h5py.File, path: Path) -> dict[str, list[h5py.Dataset]]:
+    """Layer name -> its variables' datasets in saved order, from every '.../vars' group that holds any."""
+    layers: dict[str, list[h5py.Dataset]] = {}
+
+    def visit(name: str, obj) -> None:
+        if not isinstance(obj, h5py.Group) or name.rsplit("/", 1)[-1] != "vars" or not len(obj):
+            return
+        if name.split("/", 1)[0] == "optimizer":
+            return  # a trained model's optimizer state, not weights
+        if "name" not in obj.attrs:
+            raise CheckpointError(f"{path}: {name} records no layer name (a Keras 3 older than this reader knows)")
+        layer = _strings([obj.attrs["name"]])[0]
+        if sorted(obj) != sorted(str(i) for i in range(len(obj))) or layer in layers:
+            raise CheckpointError(f"{path}: malformed variables of layer {layer!r} at {name}")
+        layers[layer] = [obj[str(i)] for i in range(len(obj))]
+
+    h5.visititems(visit)
+    if not layers:
+        raise CheckpointError(f"{path}: no layer variables in the file")
+    return layers
+
+
+def _canonical_from_layers(layers: Mapping[str, list[h5py.Dataset]], path: Path) -> dict[str, np.ndarray]:
+    """This package's ResNet: layers are named by their canonical module path."""
+    variables, unknown = {}, []
+    for layer, values in layers.items():
+        kind = canonical_kind(layer)
+        if kind is None or len(values) > len(KERAS_ORDER[kind]):
+            unknown.append(layer)
+            continue
+        for param, value in zip(KERAS_ORDER[kind], values):
+            variables[(layer, PARAMS[kind][param][0])] = value
+    if unknown:
+        raise CheckpointError(f"{path}: {len(unknown)} layers that are not ResNet layers, e.g. {', '.join(unknown[:3])}")
+    return from_native(Datasets(variables), PARAMS, path)
+
+
+def _keras_applications_kinds() -> dict[str, str]:
+    """keras.applications layer name -> 'conv'/'bn'/'linear', for every layer of every keras_* preset."""
+    kinds = {}
+    for name in KERAS_APPLICATIONS:
+        spec = PRESETS[name]
+        names = keras_applications_names(spec)
+        kinds.update({names[layer.path]: layer.kind for layer in canonical_layers(spec)})
+    return kinds
+
+
+def _keras_applications_variables(layers: Mapping[str, list[h5py.Dataset]], path: Path) -> dict[str, h5py.Dataset]:
+    """'layer/variable' -> array for a Keras 3 file saved from a keras.applications model."""
+    kinds = _keras_applications_kinds()
+    unknown = [layer for layer in layers if layer not in kinds]
+    if unknown:
+        raise CheckpointError(f"{path}: layers that keras.applications ResNets lack, e.g. {', '.join(unknown[:3])}")
+    out = {}
+    for layer, values in layers.items():
+        kind = kinds[layer]
+        for param, value in zip(KERAS_ORDER[kind], values):
+            out[f"{layer}/{PARAMS[kind][param][0]}"] = value
+    return out
+
+
+def _from_keras_applications(variables: Mapping[str, np.ndarray], path: Path, fmt: str) -> Checkpoint:
+    """Canonical weights and spec from keras.applications 'layer/variable' arrays (the names fix the preset)."""
+    try:
+        preset = keras_applications_preset(variables)
+    except ValueError:
+        top = "" if "predictions/kernel" in variables else \
+            " (include_top=False files lack the classifier, so they are not a whole ResNet)"
+        raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset{top}") from None
+    # classes= and a non-RGB input change only these two shapes
+    spec = PRESETS[preset].replace(
+        num_classes=np.shape(variables["predictions/kernel"])[-1], in_channels=np.shape(variables["conv1_conv/kernel"])[2],
+    )
+    weights = {key: to_canonical(np.asarray(variables[name]), perm) for key, (name, perm) in variable_table(spec).items()}
+    return Checkpoint(weights, spec, FORMATS[fmt])
+
+
+def write_model(model: ResNet, path: Path, fmt: str) -> None:
+    """What Keras itself writes: ``model.save`` (.keras) or ``model.save_weights`` (.weights.h5)."""
+    if fmt == "keras":
+        model.save(path)
+    else:
+        model.save_weights(path)
+
+
+def write_weights(
+    path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
+) -> None:
+    """Write canonical weights as this ResNet's Keras file, or as a keras.applications model's."""
+    if fmt in ("keras", "keras-weights"):
+        write_model(model_from_weights(spec, weights, checkpoint.dtype_of(weights, spec), consume=consume), path, fmt)
+        return
+    model = _keras_applications_model(spec)
+    if fmt == "keras-app":
+        to_keras_applications(weights, model, spec)
+        model.save_weights(path)
+    else:
+        table, _ = check_model(spec, model, weights)
+        _write_keras2(path, weights, model, table)
+
+
+def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
+    """The keras.applications model with ``spec``'s structure (its classes and input channels)."""
+    for name, constructor in KERAS_APPLICATIONS.items():
+        labels = dict(name=spec.name, source=spec.source, image_size=spec.image_size)
+        if PRESETS[name].replace(num_classes=spec.num_classes, in_channels=spec.in_channels, **labels) == spec:
+            return getattr(keras.applications, constructor)(
+                weights=None, classes=spec.num_classes, input_shape=(spec.image_size, spec.image_size, spec.in_channels),
+            )
+    raise CheckpointError(f"keras.applications has no model for {spec.name}; it has {', '.join(KERAS_APPLICATIONS)}")
+
+
+def _write_keras2(path: Path, weights: Mapping[str, np.ndarray], model: keras.Model, table) -> None:
+    """The Keras 2 layout keras.applications downloads; its loader matches layers by position, so keep the model's order."""
+    layers = [layer for layer in model.layers if layer.weights]
+    inverse = {name: (key, perm) for key, (name, perm) in table.items()}
+    with h5py.File(path, "w") as h5:
+        h5.attrs["backend"] = "tensorflow"
+        h5.attrs["keras_version"] = keras.__version__
+        h5.attrs["layer_names"] = np.array([layer.name.encode() for layer in layers])
+        for layer in layers:
+            group = h5.create_group(layer.name)
+            names = [f"{layer.name}/{var.name}:0" for var in layer.weights]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for var, name in zip(layer.weights, names):
+                key, perm = inverse[f"{layer.name}/{var.name}"]
+                group.create_dataset(name, data=np.ascontiguousarray(from_canonical(np.asarray(weights[key]), perm)))
+
+
+def model_from_weights(
+    spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32", *, consume: bool = False,
+) -> ResNet:
+    """A built model holding canonical ``weights``: each variable is created with its value.
+
+    Keras layers create their variables from initializers, so each layer is given its checkpoint
+    values as initializers and built from the spec's shapes: no random init (1 s for resnet50), no
+    build pass, no second copy to assign from. With ``consume``, ``weights`` is emptied layer by layer.
+    """
+    check_weights(spec, weights)
+    model = ResNet(spec, dtype=dtype)
+    for layer in canonical_layers(spec):
+        target = resolve(model, layer.path)
+        own = {}
+        for param in layer.shapes:
+            attr, perm = PARAMS[layer.kind][param]
+            value = from_canonical(np.asarray(weights[f"{layer.path}.{param}"]), perm)
+            own[attr] = getattr(target, f"{attr}_initializer")
+            setattr(target, f"{attr}_initializer", lambda shape, dtype=None, value=value: value)
+        channels = layer.shapes["weight"][0 if layer.kind == "bn" else 1]
+        target.build((None, channels) if layer.kind == "linear" else (None, None, None, channels))
+        for attr, initializer in own.items():
+            setattr(target, f"{attr}_initializer", initializer)  # the layer's own, for anything that rebuilds it
+        if consume:
+            for param in layer.shapes:
+                del weights[f"{layer.path}.{param}"]
+    for stage in range(1, spec.num_stages + 1):
+        for block in getattr(model, f"layer{stage}"):
+            block.built = True
+    model.built = True
+    return model
+
+
+def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
+    """A float32 Keras ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
+    path = Path(path)
+    ckpt = checkpoint.read(path)
+    spec, _ = checkpoint.architecture(ckpt, path, arch)
+    return model_from_weights(spec, {**ckpt.weights, **checkpoint.as_float32(ckpt.weights, spec)})
+
+
+def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
+    """Write the model in the format ``path``'s suffix names, atomically, replacing an existing file."""
+    fmt = checkpoint.detect_format(path, writing=True)
+    if fmt.name in ("keras", "keras-weights"):
+        checkpoint.write_with(lambda target: write_model(model, target, fmt.name), path, fmt.name, force=True)
+    else:
+        checkpoint.save(path, export_weights(model), model.spec, fmt.name)

@@ -1,0 +1,155 @@
+"""``resnet-parity train``: checkpoints, resuming, reproducibility, recipes, errors, --all-frameworks."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import struct
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from shared import frameworks
+from shared.cli import main
+from shared.recipe import RECIPES, SGD, Adam, Schedule, get_recipe
+from shared.spec import get_spec
+from shared.train import fit, train_module
+from shared.weights import check_weights
+
+NAMES = ["torch", "tf", "jax"]
+# 96 digits at 16x16 in batches of 32: three steps an epoch, two epochs
+SMALL = ["--arch", "resnet20", "--image-size", "16", "--limit", "96", "--batch-size", "32", "--epochs", "2"]
+SMALL_SPEC = get_spec("resnet20", in_channels=1, num_classes=10)
+
+
+def train(*args: str) -> int:
+    return main(["train", *args])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_checkpoint_resume_reproduces(name, tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train("--framework", name, *SMALL, "--out", str(full)) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"epoch 2/2 \[#+\] 3/3 loss \d\.\d{4} acc +\d+\.\d% [\d,]+ img/s \| test loss \d\.\d{4} acc", err), err
+
+    assert train("--framework", name, *SMALL, "--out", str(part), "--stop-after", "1") == 0
+    assert json.loads((part / "state.json").read_text())["epoch"] == 1
+    assert train("--framework", name, *SMALL, "--out", str(part), "--resume") == 0
+
+    # interrupted and resumed == uninterrupted, bit for bit: optimizer state, schedule and data order restored
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    check_weights(SMALL_SPEC, a)
+    state = json.loads((full / "state.json").read_text())
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+    assert state == {**json.loads((part / "state.json").read_text()), "history": state["history"]}
+    for h_full, h_part in zip(state["history"], json.loads((part / "state.json").read_text())["history"]):
+        assert h_full["test_accuracy"] == h_part["test_accuracy"] and h_full["train_loss"] == h_part["train_loss"]
+
+    # the native checkpoint restores the same weights into a fresh model
+    impl, trainer = frameworks.load(name), train_module(name)
+    model = impl.build_model(SMALL_SPEC, seed=1)
+    recipe = get_recipe("digits", arch="resnet20", image_size=16, batch_size=32, epochs=2)
+    trainer.load_checkpoint(str(full), model, trainer.make_optimizer(model, recipe, 6))
+    native = impl.export_weights(model)
+    for key in a:
+        np.testing.assert_array_equal(native[key], a[key], err_msg=key)
+
+
+def test_resume_refuses_a_different_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--framework", "torch", *SMALL, "--out", str(out), "--stop-after", "1") == 0
+    capsys.readouterr()
+    assert train("--framework", "torch", *SMALL, "--lr", "0.05", "--out", str(out), "--resume") == 2
+    err = capsys.readouterr().err
+    assert "holds a different run" in err and "optimizer" in err
+    assert train("--framework", "tf", *SMALL, "--out", str(out), "--resume") == 2
+    assert "framework: saved 'torch', given 'tf'" in capsys.readouterr().err
+    assert train("--framework", "torch", *SMALL, "--out", str(tmp_path / "empty"), "--resume") == 2
+    assert "state.json is missing" in capsys.readouterr().err
+
+
+def test_usage_errors(tmp_path, capsys):
+    assert train("--recipe", "d2l", "--framework", "torch", "--out", str(tmp_path)) == 2
+    assert "fashion_mnist: data_dir is required" in capsys.readouterr().err
+    assert train("--recipe", "d2l", "--framework", "torch", "--data-dir", str(tmp_path), "--out", str(tmp_path)) == 2
+    assert "train-images-idx3-ubyte.gz is missing" in capsys.readouterr().err
+    assert train(*SMALL, "--out", str(tmp_path)) == 2
+    assert "choose --framework" in capsys.readouterr().err
+    assert train("--framework", "torch", *SMALL, "--batch-size", "500", "--out", str(tmp_path)) == 2
+    assert "exceeds the 96 training images" in capsys.readouterr().err
+
+
+def test_recipes_are_the_seeds():
+    """The numbers the seed tutorials use (d2l chapter 8.6; the TF seed's res_net)."""
+    d2l, tf_seed = RECIPES["d2l"], RECIPES["tf_seed"]
+    assert (d2l.arch, d2l.dataset, d2l.image_size, d2l.epochs, d2l.batch_size) == ("d2l_resnet18", "fashion_mnist", 96, 10, 256)
+    assert d2l.optimizer == SGD(lr=0.05) and d2l.schedule == Schedule()
+    assert (tf_seed.arch, tf_seed.dataset, tf_seed.batch_size) == ("seed_tf_cifar", "cifar10", 20)
+    assert tf_seed.optimizer == Adam(lr=1e-3)
+    assert RECIPES["digits"].dataset == "digits"
+    assert get_recipe("tf_seed", lr=5e-4, warmup_steps=3).optimizer == Adam(lr=5e-4)
+    assert get_recipe("tf_seed", lr=5e-4, warmup_steps=3).schedule.warmup_steps == 3
+
+
+def _write_cifar_bin(folder, n_per_batch: int) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = np.concatenate([rng.integers(0, 10, (n_per_batch, 1)), rng.integers(0, 256, (n_per_batch, 3072))], axis=1)
+        (folder / name).write_bytes(records.astype(np.uint8).tobytes())
+
+
+def _write_fashion_idx(folder, n: int) -> None:
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for split in ("train", "t10k"):
+        images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        (folder / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()))
+        (folder / f"{split}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(struct.pack(">II", 0x801, n) + labels.tobytes()))
+
+
+def test_seed_recipes_run_on_their_datasets(tmp_path):
+    _write_cifar_bin(tmp_path / "cifar-10-batches-bin", 8)
+    out = tmp_path / "tf_seed"
+    assert train("--framework", "torch", "--recipe", "tf_seed", "--data-dir", str(tmp_path), "--epochs", "1", "--out", str(out)) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert state["arch"] == "seed_tf_cifar" and state["dataset"] == "cifar10"
+    assert state["recipe"]["optimizer"] == {"kind": "adam", "lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+    check_weights(get_spec("seed_tf_cifar"), load_file(str(out / "model.safetensors")))
+
+    _write_fashion_idx(tmp_path / "fashion", 8)
+    out = tmp_path / "d2l"
+    args = ["--recipe", "d2l", "--data-dir", str(tmp_path / "fashion"), "--epochs", "1", "--batch-size", "4", "--image-size", "32"]
+    assert train("--framework", "torch", *args, "--out", str(out)) == 0
+    check_weights(get_spec("d2l_resnet18"), load_file(str(out / "model.safetensors")))
+
+
+def test_all_frameworks_lockstep(tmp_path, capsys):
+    png = tmp_path / "curves.png"
+    assert train("--all-frameworks", *SMALL, "--steps", "3", "--plot", str(png)) == 0
+    out = capsys.readouterr().out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s+\d+ ", line)]
+    assert [r[0] for r in rows] == ["1", "2", "3"]
+    losses = np.array([[float(v) for v in r[1:4]] for r in rows])
+    drift = np.array([[float(v) for v in r[4:6]] for r in rows])
+    # step 1's loss is a forward pass of identical weights on an identical batch
+    np.testing.assert_allclose(losses[0], losses[0, 0], rtol=1e-5)
+    # BN biases start at zero, so after one step their drift is the gradient's own float32 error (~1e-5)
+    assert np.all(drift[0] <= 1e-4) and np.all(np.isfinite(drift))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_digits_recipe_reaches_90_percent(name, tmp_path):
+    """The embedded default, as shipped: >= 90% held-out accuracy (benchmarks/train_accuracy.py times it)."""
+    state = fit(name, get_recipe("digits"), out=str(tmp_path))
+    assert state["epoch"] == RECIPES["digits"].epochs
+    assert state["history"][-1]["test_accuracy"] >= 0.90

@@ -1,0 +1,274 @@
+"""Training parity: the same steps in PyTorch, Keras and Flax NNX from the same weights and batches.
+
+Per ordered pair of frameworks (6 directions) and per recipe: train-mode logits, the gradient of
+every parameter, every parameter after 1 and 5 steps, BN running mean and variance after them.
+Bounds: max|a-b| / max|b| <= 1e-5 in float32, <= 1e-10 in float64 (shared.train.TOLERANCE).
+
+Configurations, and why:
+- float32 runs resnet20 on 16x16 batches of 4, with fixed seeds. Two correct float32 steps agree to
+  ~1e-7 until a pre-activation lands within rounding distance of a ReLU kink and is clipped in one
+  framework only; that element's gradient then differs outright and BN's backward spreads it
+  (~1e-2 in the layers below, 1e-5..1e-3 in the parameters a step later). Within 5 steps that
+  happened for 3 of 6 seeds at 32x32 and 0 of 6 at 16x16 with constant lr, and for 3 of 4 seeds
+  at 16x16 with the warm-up schedule, so each float32 configuration names a seed without one.
+  Float64 holds for any seed (the flip would need a pre-activation within ~1e-16 of zero).
+- ResNet-18 is checked in float64, at 64x64 batch 8. In float32 it sits at the format's floor (each
+  framework's gradient is 6-8e-6 from the float64 truth, pairs reach 1e-5); at 32x32 batch 4 its
+  last stage is 1x1, BN normalises 4 values per channel and the step is chaotic.
+- Adam in float32 uses eps=1e-3: its update g / (|g| + eps) turns a gradient rounding error d into
+  lr * d / eps where g ~ 0, so at torch's eps=1e-8 single elements of a float32 step differ by up to
+  half a learning rate in any two correct implementations (parameters 7e-4 apart after one step;
+  4-9e-6 at eps=1e-4). eps=1e-8 is checked in float64.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from shared import frameworks
+from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert_running_var, learning_rates
+from shared.spec import get_spec
+from shared.train import TOLERANCE, compare_traces, random_batches, trace_training, train_module, train_parity
+from shared.weights import canonical_layers, randomize, relative_error, resolve
+
+NAMES = ["torch", "tf", "jax"]
+PAIRS = list(itertools.permutations(NAMES, 2))
+STEPS = 5
+
+SGD_NESTEROV = Recipe("sgd", "resnet20", "random", SGD(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-2),
+                      label_smoothing=0.1)
+WARMUP = SGD_NESTEROV.replace(name="warmup", schedule=Schedule("cosine", warmup_steps=2))
+ADAM_F32 = Recipe("adam", "resnet20", "random", Adam(lr=1e-3, eps=1e-3, weight_decay=1e-2))
+ADAM_F64 = Recipe("adam", "resnet20", "random", Adam(lr=1e-3))  # torch's eps=1e-8
+
+# (arch, dtype, batch, size, recipe, seed): float32 seeds are ones without a ReLU flip (docstring)
+CONFIGS = {
+    "resnet20-f32-sgd": ("resnet20", "float32", 4, 16, SGD_NESTEROV, 0),
+    "resnet20-f32-warmup": ("resnet20", "float32", 4, 16, WARMUP, 1),
+    "resnet20-f32-adam": ("resnet20", "float32", 4, 16, ADAM_F32, 0),
+    "resnet18-f64-warmup": ("resnet18", "float64", 8, 64, WARMUP, 0),
+    "resnet20-f64-adam": ("resnet20", "float64", 4, 32, ADAM_F64, 0),
+}
+
+
+class Run:
+    """One configuration: its spec, initial weights, batches, and each framework's trace (computed once)."""
+
+    def __init__(self, arch: str, dtype: str, batch: int, size: int, recipe: Recipe, seed: int):
+        self.spec, self.dtype, self.batch, self.size, self.recipe = get_spec(arch), dtype, batch, size, recipe
+        self.weights = randomize(self.spec, seed, np.dtype(dtype))
+        self.batches = random_batches(self.spec, STEPS, batch, size, seed + 1, dtype)
+        self.traces = {}
+
+    def trace(self, name: str, **kw):
+        """A framework's trace; with ``model``/``optimizer``/``recipe`` overrides, a fresh deliberately-wrong one."""
+        if kw:
+            recipe = kw.pop("recipe", self.recipe)
+            return trace_training(name, self.spec, self.weights, self.batches, recipe, dtype=self.dtype, checkpoints=(1, STEPS), **kw)
+        if name not in self.traces:
+            self.traces[name] = trace_training(name, self.spec, self.weights, self.batches, self.recipe,
+                                               dtype=self.dtype, checkpoints=(1, STEPS))
+        return self.traces[name]
+
+    def compare(self, a, b, **kw) -> dict:
+        return compare_traces(a, b, self.spec, self.batch, self.size, **kw)
+
+    def lr_schedule(self):
+        """The Keras learning-rate schedule the recipe maps to (shared by the stock-optimizer runs)."""
+        from tensorflow_impl.train import LearningRateTable
+
+        return LearningRateTable(learning_rates(self.recipe, STEPS), self.dtype)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    for name in NAMES:
+        frameworks.load(name)
+    cache: dict[str, Run] = {}
+
+    def get(key: str) -> Run:
+        if key not in cache:
+            cache[key] = Run(*CONFIGS[key])
+        return cache[key]
+
+    return get
+
+
+def facts(row: dict) -> dict[str, float]:
+    """Every checked number of a comparison row, by name."""
+    out = {"logits": row["logits"], "gradients": row["gradients"]}
+    for fact in ("params", "running_mean", "running_var"):
+        for step, value in row[fact].items():
+            out[f"{fact}@{step}"] = value
+    return out
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("name,reference", PAIRS)
+def test_same_training_step(runs, config, name, reference):
+    run = runs(config)
+    row = run.compare(run.trace(name), run.trace(reference))
+    got = facts(row)
+    expected_facts = {"logits", "gradients"} | {f"{f}@{s}" for f in ("params", "running_mean", "running_var") for s in (1, STEPS)}
+    assert set(got) == expected_facts
+    tol = TOLERANCE[run.dtype]
+    bad = {k: f"{v:.2e}" for k, v in got.items() if not v <= tol}
+    assert not bad, f"{config}: {name} vs {reference} beyond {tol:.0e}: {bad} (worst tensors {row['worst']})"
+    # the steps moved the weights far beyond the bound: comparing an untrained model would not pass
+    after = run.trace(reference).params[STEPS]
+    assert max(relative_error(after[k], run.weights[k]) for k in after) > 100 * tol
+
+
+def test_every_parameter_has_a_gradient(runs):
+    run = runs("resnet20-f32-sgd")
+    expected = {f"{l.path}.{p}" for l in canonical_layers(run.spec) for p in l.shapes if not p.startswith("running_")}
+    for name in NAMES:
+        grads = run.trace(name).gradients
+        assert set(grads) == expected
+        for key, g in grads.items():
+            assert g.shape == run.weights[key].shape and np.all(np.isfinite(g)) and np.any(g != 0), key
+
+
+# --------------------------------------------------------------------------- the check notices
+
+
+def test_unconverted_running_var_is_caught(runs):
+    """torch's unbiased running_var against Keras's biased one, compared raw, differs beyond the bound."""
+    run = runs("resnet20-f32-sgd")
+    row = run.compare(run.trace("tf"), run.trace("torch"), convert_bn_variance=False)
+    assert row["running_var"][1] > 100 * TOLERANCE["float32"]
+    assert row["running_mean"][1] <= TOLERANCE["float32"]  # the mean has no such convention
+
+
+def test_bn_momentum_not_inverted_is_caught(runs):
+    """Keras BN given torch's 0.1 as its momentum (the weight of the old value) keeps the wrong statistics."""
+    run = runs("resnet20-f32-sgd")
+    tf_impl = frameworks.load("tf")
+    model = tf_impl.build_model(run.spec)
+    for layer in canonical_layers(run.spec):
+        if layer.kind == "bn":
+            resolve(model, layer.path).momentum = run.spec.bn_momentum
+    row = run.compare(run.trace("tf", model=model), run.trace("torch"))
+    assert row["running_mean"][1] > 100 * TOLERANCE["float32"]
+    assert row["params"][1] <= TOLERANCE["float32"]  # training itself uses batch statistics: unaffected
+
+
+def test_keras_decoupled_weight_decay_is_caught(runs):
+    """Keras's weight_decay= (p -= lr * wd * p beside the update) is not torch's L2 on the gradient."""
+    from tensorflow_impl.train import TorchSGD
+
+    run = runs("resnet20-f32-sgd")
+    opt = run.recipe.optimizer
+    tf_impl = frameworks.load("tf")
+    model = tf_impl.build_model(run.spec)
+    decoupled = TorchSGD(learning_rate=run.lr_schedule(), momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=opt.weight_decay)
+    no_l2 = run.recipe.replace(weight_decay=0.0)  # so train_step adds no wd * p of its own
+    row = run.compare(run.trace("tf", model=model, optimizer=decoupled, recipe=no_l2), run.trace("torch"))
+    # the Nesterov buffer multiplies a coupled decay by 1.9, 2.71, 3.44, 4.10, 4.69 over five steps: 11.8 * lr * wd more
+    assert row["params"][STEPS] > 10 * TOLERANCE["float32"]
+    assert row["params"][STEPS] == pytest.approx(11.8 * opt.lr * opt.weight_decay, rel=0.2)
+
+
+def test_stock_keras_sgd_matches_only_at_constant_lr(runs):
+    """keras SGD's v = m*v - lr*g equals torch's v = m*v + g; p -= lr*v while lr is constant, not under warm-up."""
+    for config, agrees in (("resnet20-f32-sgd", True), ("resnet20-f32-warmup", False)):
+        run = runs(config)
+        opt = run.recipe.optimizer
+        stock = keras.optimizers.SGD(learning_rate=run.lr_schedule(), momentum=opt.momentum, nesterov=opt.nesterov)
+        row = run.compare(run.trace("tf", optimizer=stock), run.trace("torch"))
+        if agrees:
+            assert max(facts(row).values()) <= TOLERANCE["float32"], config
+        else:
+            assert row["params"][1] <= TOLERANCE["float32"]  # the first step has no history yet
+            assert row["params"][STEPS] > 10 * TOLERANCE["float32"], config
+
+
+def test_stock_keras_adam_epsilon_is_caught(runs):
+    """keras Adam adds epsilon before the bias correction; torch and optax after it."""
+    run = runs("resnet20-f32-adam")
+    opt = run.recipe.optimizer
+    stock = keras.optimizers.Adam(learning_rate=run.lr_schedule(), beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.eps)
+    row = run.compare(run.trace("tf", optimizer=stock), run.trace("torch"))
+    assert row["params"][1] > 100 * TOLERANCE["float32"]
+    assert row["logits"] <= TOLERANCE["float32"] and row["gradients"] <= TOLERANCE["float32"]
+
+
+# --------------------------------------------------------------------------- the report compare uses
+
+
+def test_train_parity_report():
+    report = train_parity("resnet20", 2, targets=["torch", "tf"], batch=4, size=32)
+    assert report["passed"], report["pairs"]
+    assert [(p["framework"], p["reference"]) for p in report["pairs"]] == [("torch", "tf"), ("tf", "torch")]
+    assert report["checkpoints"] == [1, 2] and report["bn_variance"] == {"torch": "unbiased", "tf": "biased"}
+    assert set(report["pairs"][0]["params"]) == {"1", "2"}
+    assert len(report["losses"]["torch"]) == 2 and report["tolerance"] == 1e-5
+
+
+# --------------------------------------------------------------------------- the conventions, by hand
+
+
+def test_running_var_conversion_by_hand():
+    # n = 4 values with biased variance 2: torch adds 0.1 * 2 * 4/3, Keras 0.1 * 2
+    keras_history = [np.array([1.0]), np.array([0.9 * 1.0 + 0.1 * 2.0]), np.array([0.9 * 1.1 + 0.1 * 0.5])]
+    torch_history = [np.array([1.0]), np.array([0.9 + 0.1 * 2.0 * 4 / 3]), np.array([0.9 * (0.9 + 0.8 / 3) + 0.1 * 0.5 * 4 / 3])]
+    converted = convert_running_var(keras_history, 4, 0.1, "biased", "unbiased")
+    np.testing.assert_allclose(np.concatenate(converted), np.concatenate(torch_history), rtol=1e-15)
+    back = convert_running_var(torch_history, 4, 0.1, "unbiased", "biased")
+    np.testing.assert_allclose(np.concatenate(back), np.concatenate(keras_history), rtol=1e-15)
+
+
+def test_torch_running_var_is_unbiased():
+    """torch's own BatchNorm2d, one step: running_var = 0.9 * 1 + 0.1 * var * n / (n - 1)."""
+    bn = torch.nn.BatchNorm2d(1, momentum=0.1)
+    x = torch.tensor([1.0, 2.0, 4.0, 7.0]).reshape(2, 1, 1, 2)  # mean 3.5, biased var 5.25
+    bn.train()(x)
+    assert bn.running_var.item() == pytest.approx(0.9 + 0.1 * 5.25 * 4 / 3)
+
+
+@pytest.mark.parametrize("arch,size", [("resnet18", 32), ("resnet20", 32), ("keras_resnet50v2", 64), ("seed_tf_cifar", 32)])
+def test_bn_sample_counts_match_torch_hooks(arch, size):
+    spec = get_spec(arch)
+    model = frameworks.load("torch").build_model(spec)
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, path=path: seen.__setitem__(path, inp[0].numel() // inp[0].shape[1]))
+             for path, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    model.train()(torch.zeros(3, spec.in_channels, size, size))
+    for h in hooks:
+        h.remove()
+    assert bn_sample_counts(spec, 3, size) == seen
+
+
+def test_learning_rates_by_hand():
+    recipe = WARMUP.replace(lr=0.3)
+    # warm-up (s + 1) / 3 for s < 2; then cosine over the remaining 3 of 5 steps: 1, (1 + cos(pi/3)) / 2, (1 + cos(2pi/3)) / 2
+    np.testing.assert_allclose(learning_rates(recipe, 5), [0.1, 0.2, 0.3, 0.225, 0.075], rtol=1e-15)
+    step = WARMUP.replace(lr=1.0, schedule=Schedule("step", warmup_steps=1, step_size=2, gamma=0.5))
+    np.testing.assert_allclose(learning_rates(step, 6), [0.5, 1.0, 1.0, 0.5, 0.5, 0.25], rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_schedule_reaches_the_optimizer(name):
+    """The learning rate each framework applies, read back from plain SGD on the fc bias: p moves by lr * g."""
+    spec = get_spec("resnet20")
+    recipe = Recipe("plain", "resnet20", "random", SGD(lr=0.3), schedule=Schedule("cosine", warmup_steps=2))
+    impl, trainer = frameworks.load(name), train_module(name)
+    model = impl.build_model(spec)
+    impl.import_weights(model, randomize(spec, 0))
+    opt = trainer.make_optimizer(model, recipe, 5)
+    x, y = random_batches(spec, 1, 4, 16, 0, "float32")[0]
+    applied = []
+    for _ in range(5):
+        before = impl.export_weights(model)["fc.bias"]
+        _, logits = trainer.train_step(model, opt, x, y, recipe)
+        # d(mean cross-entropy)/d(fc.bias) = mean(softmax(logits) - one_hot), from the step's own logits
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        grad = (p / p.sum(axis=1, keepdims=True) - np.eye(spec.num_classes)[y]).mean(axis=0)
+        step = before - impl.export_weights(model)["fc.bias"]
+        applied.append(float(np.dot(step, grad) / np.dot(grad, grad)))  # least-squares lr: step = lr * grad
+    np.testing.assert_allclose(applied, [0.1, 0.2, 0.3, 0.225, 0.075], rtol=1e-4)
