@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 
 # subcommand -> module in this package exposing add_arguments(parser) and run(args) -> int
@@ -27,8 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        if importlib.util.find_spec(f"shared.{module}") is None:  # TEMP until every subcommand lands
-            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
         importlib.import_module(f"shared.{module}").add_arguments(p)

@@ -21,9 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default="torch", choices=list(frameworks.FRAMEWORKS), help="framework whose weights are ported")
     parser.add_argument("--dtype", default="float32", choices=list(TOLERANCE))
     parser.add_argument("--size", type=int, default=None, help="input height and width (default: the preset's)")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 2; 8 with --train-steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset to compare (default: all installed)")
+    parser.add_argument("--train-steps", type=int, default=0, metavar="K",
+                        help="instead of eval mode: train K steps from the same weights and batches and compare "
+                             "gradients, parameters and BN statistics (tolerance 1e-5 float32, 1e-10 float64)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -119,7 +122,14 @@ def format_table(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.train_steps:
+        from .train import format_parity, train_parity
+
+        report = train_parity(args.arch, args.train_steps, targets=args.frameworks, dtype=args.dtype,
+                              batch=args.batch or 8, size=args.size, seed=args.seed)
+        print(json.dumps(report, indent=2) if args.json else format_parity(report))
+        return 0 if report["passed"] else 1
     report = compare(args.arch, source=args.source, targets=args.frameworks, dtype=args.dtype,
-                     size=args.size, batch=args.batch, seed=args.seed)
+                     size=args.size, batch=args.batch or 2, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0 if report["passed"] else 1
