@@ -239,7 +239,7 @@ def test_mislabelled_file_names_what_it_looks_like(capsys, impls, weights, tmp_p
     checkpoint.save(tmp_path / real, weights, SPEC)
     (tmp_path / real).rename(tmp_path / "model.pt")
     assert_refused(capsys, tmp_path, tmp_path / "model.pt", tmp_path / "out.safetensors",
-                   match=f"model.pt: not a readable PyTorch state_dict: ")
+                   match="model.pt: not a readable PyTorch state_dict: ")
     err = assert_refused(capsys, tmp_path, tmp_path / "model.pt", tmp_path / "out.safetensors", match="it looks like")
     assert label in err
 

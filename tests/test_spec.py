@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from shared.spec import ResNetSpec, get_spec, list_specs
