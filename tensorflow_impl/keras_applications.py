@@ -136,11 +136,16 @@ def from_keras_applications(kapp_model: keras.Model, spec: ResNetSpec | str | No
 
 
 def to_keras_applications(
-    weights: Mapping[str, np.ndarray], kapp_model: keras.Model, spec: ResNetSpec | str | None = None,
+    weights: Mapping[str, np.ndarray], kapp_model: keras.Model, spec: ResNetSpec | str | None = None, *,
+    consume: bool = False,
 ) -> None:
-    """Load canonical weights into a keras.applications ResNet; strict on both sides, all problems at once."""
+    """Load canonical weights into a keras.applications ResNet; strict on both sides, all problems at once.
+
+    With ``consume``, ``weights`` (a dict no one else needs) is emptied as the variables are set.
+    """
     spec = infer_spec(kapp_model) if spec is None else get_spec(spec)
     table, variables = check_model(spec, kapp_model, weights)
     for key, (path, perm) in table.items():
         var = variables[path]
-        var.assign(from_canonical(np.asarray(weights[key]), perm).astype(var.dtype))
+        value = weights.pop(key) if consume else weights[key]
+        var.assign(from_canonical(np.asarray(value), perm).astype(var.dtype))
