@@ -31,7 +31,7 @@ from .weights import export_weights, import_weights
 WRAPPERS = ("state_dict", "model_state_dict", "model")
 
 
-def read_weights(path: Path, fmt: str) -> Checkpoint:
+def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
     """A torch.save'd state_dict, unwrapped, as numpy (d2l seed keys renamed); no code in the file runs."""
     try:
         # torchvision's reference scripts save their argparse.Namespace beside the weights: plain values
@@ -136,14 +136,10 @@ def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtyp
 
 def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
     """A float32 PyTorch ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
-    path = Path(path)
-    ckpt = checkpoint.read(path)
-    spec, _ = checkpoint.architecture(ckpt, path, arch)
-    return model_from_weights(spec, {**ckpt.weights, **checkpoint.as_float32(ckpt.weights, spec)})
+    return model_from_weights(*checkpoint.load_for_model(path, arch))
 
 
 def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
-    """Write the model in the format ``path``'s suffix names, atomically, replacing an existing file."""
-    state = model.state_dict()
-    counters = {k: v.numpy() for k, v in state.items() if k.endswith(IGNORED_SUFFIXES)}
+    """Write the model in the format ``path`` names (no suffix: an Orbax directory), atomically, replacing it."""
+    counters = {k: v.numpy() for k, v in model.state_dict().items() if k.endswith(IGNORED_SUFFIXES)}
     checkpoint.save(path, {**export_weights(model), **counters}, model.spec)

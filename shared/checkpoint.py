@@ -1,9 +1,10 @@
 """Checkpoint files: formats chosen by suffix, the framework-free safetensors reader and writer, atomic writes.
 
 Every reader returns the canonical dict (torchvision names and layouts, numpy). Framework
-formats are handled by each implementation's ``checkpoint.py`` (``read_weights(path, fmt)`` and
-``write_weights(path, weights, spec, fmt, consume=False)``), imported only when a file of that
-format is used. Untrusted input: whatever a reader trips over becomes one ``CheckpointError``
+formats are handled by each implementation's ``checkpoint.py`` (``read_weights(path, fmt, spec=None)``
+and ``write_weights(path, weights, spec, fmt, consume=False)``), imported only when a file of that
+format is used; a reader needs the ``spec`` the caller names only for files that store variables
+by position (Keras 3 files too old to record layer names). Untrusted input: whatever a reader trips over becomes one ``CheckpointError``
 line naming the file. Writes go to a temporary path beside the destination, renamed at the end.
 """
 
@@ -174,14 +175,19 @@ def check_source(path: Path, fmt: Format) -> None:
         raise CheckpointError(f"{path}: empty file")
 
 
-def read(path: str | os.PathLike, fmt: str | Format | None = None) -> Checkpoint:
-    """Read any supported file into canonical weights; every failure is one CheckpointError line."""
+def read(
+    path: str | os.PathLike, fmt: str | Format | None = None, arch: str | ResNetSpec | None = None,
+) -> Checkpoint:
+    """Read any supported file into canonical weights; every failure is one CheckpointError line.
+
+    ``arch`` is used only by files that cannot be read without it; ``architecture`` checks the result against it.
+    """
     path = Path(path)
     fmt = fmt if isinstance(fmt, Format) else detect_format(path, fmt)
     check_source(path, fmt)
     reader = read_safetensors if fmt.framework is None else implementation(fmt).read_weights
     try:
-        ckpt = reader(path, fmt.name)
+        ckpt = reader(path, fmt.name, None if arch is None else get_spec(arch))
     except CheckpointError:
         raise
     except Exception as exc:  # untrusted bytes: whatever a library trips over is a bad file, not a crash
@@ -194,13 +200,26 @@ def read(path: str | os.PathLike, fmt: str | Format | None = None) -> Checkpoint
     return ckpt
 
 
-def load(path: str | os.PathLike, fmt: str | None = None) -> tuple[dict[str, np.ndarray], ResNetSpec | None]:
-    """(canonical weights, the architecture the file records or None); framework formats import their framework."""
-    ckpt = read(path, fmt)
+def load(
+    path: str | os.PathLike, fmt: str | None = None, arch: str | ResNetSpec | None = None,
+) -> tuple[dict[str, np.ndarray], ResNetSpec | None]:
+    """(canonical weights, the architecture the file records or None); framework formats import their framework.
+
+    ``arch`` is needed only for Keras 3 files too old to record layer names (read by position)."""
+    ckpt = read(path, fmt, arch)
     return ckpt.weights, ckpt.spec
 
 
-def read_safetensors(path: Path, fmt: str = "safetensors") -> Checkpoint:
+def load_for_model(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> tuple[ResNetSpec, dict]:
+    """What an implementation's ``load_checkpoint`` builds from: the spec (``arch``, the file's record, or inferred)
+    and the file's weights, tensors as float32 (counters such as num_batches_tracked kept)."""
+    path = Path(path)
+    ckpt = read(path, arch=arch)
+    spec, _ = architecture(ckpt, path, arch)
+    return spec, {**ckpt.weights, **as_float32(ckpt.weights, spec)}
+
+
+def read_safetensors(path: Path, fmt: str = "safetensors", spec: ResNetSpec | None = None) -> Checkpoint:
     """A safetensors file as numpy arrays, with the architecture from its metadata when recorded."""
     from safetensors import safe_open
 

@@ -94,7 +94,7 @@ def verify(src: Path, fin: Format, path: Path, fout: Format, spec: ResNetSpec, p
     """Load SRC and the written file afresh, each into its framework, and run the same random batch through both."""
     size = min(spec.image_size, VERIFY_SIZE)
     x = np.random.default_rng(seed).standard_normal((VERIFY_BATCH, size, size, spec.in_channels)).astype(np.float32)
-    weights, _ = checkpoint.prepare(checkpoint.read(src, fin).weights, spec, src, keep_dtype=keep_dtype,
+    weights, _ = checkpoint.prepare(checkpoint.read(src, fin, spec).weights, spec, src, keep_dtype=keep_dtype,
                                     allow_nonfinite=allow_nonfinite)
     back = checkpoint.read(path, fout)
     error = output_error(logits(pair[1], back.weights, spec, x), logits(pair[0], weights, spec, x))
@@ -138,7 +138,7 @@ def convert(
     timings["import_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ckpt = checkpoint.read(src, fin)
+    ckpt = checkpoint.read(src, fin, arch)
     spec, notes = checkpoint.architecture(ckpt, src, arch)
     notes = ckpt.notes + notes
     weights, dtype_notes = checkpoint.prepare(ckpt.weights, spec, src, keep_dtype=keep_dtype,

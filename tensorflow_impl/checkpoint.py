@@ -3,7 +3,8 @@ model's) and the Keras 2 .h5 files keras.applications downloads; models from fil
 
 Files are read with h5py by layer name, never by instantiating what a file describes: Keras 3
 records each layer's name beside its variables (saved by position: trainable ones in creation
-order, then the rest), and Keras 2 names every variable.
+order, then the rest), and Keras 2 names every variable. Files from a Keras 3 too old to record
+layer names are read the way Keras reads them, by position into the architecture the caller names.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from shared.spec import PRESETS, ResNetSpec
 from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
 
 from .keras_applications import (
-    check_model, keras_applications_names, keras_applications_preset, to_keras_applications, variable_table,
+    check_model, from_keras_applications, keras_applications_names, keras_applications_preset, to_keras_applications,
+    variable_table,
 )
 from .resnet import ResNet
 from .weights import PARAMS, export_weights
@@ -42,19 +44,23 @@ KERAS_APPLICATIONS = {
 REGISTERED_NAME = "resnet_parity>ResNet"  # what ResNet.get_config is saved under in a .keras config
 
 
-def read_weights(path: Path, fmt: str) -> Checkpoint:
-    """Any Keras file as canonical weights; the architecture from a .keras config or keras.applications names."""
+def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
+    """Any Keras file as canonical weights; the architecture from a .keras config or keras.applications names.
+
+    ``spec`` (the architecture the caller names) is needed only for files that record no layer names.
+    """
     if fmt != "keras":
         with h5py.File(path, "r") as h5:
-            return _read_h5(h5, path, fmt)
+            return _read_h5(h5, path, path, fmt, spec)
     with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as scratch:
         for member in ("config.json", "model.weights.h5"):
             _check_expansion(archive.getinfo(member), path)
-        spec = _spec_from_config(json.loads(archive.read("config.json")), path)
+        recorded = _spec_from_config(json.loads(archive.read("config.json")), path)
         # h5py reads a file on disk one variable at a time; from memory it would hold the whole file twice
-        with h5py.File(archive.extract("model.weights.h5", scratch), "r") as h5:
-            found = _read_h5(h5, path, fmt)
-    found.spec = found.spec or spec
+        weights_file = Path(archive.extract("model.weights.h5", scratch))
+        with h5py.File(weights_file, "r") as h5:
+            found = _read_h5(h5, weights_file, path, fmt, spec or recorded)
+    found.spec = found.spec or recorded
     return found
 
 
@@ -75,15 +81,24 @@ def _spec_from_config(config: dict, path: Path) -> ResNetSpec | None:
     return None
 
 
-def _read_h5(h5: h5py.File, path: Path, fmt: str) -> Checkpoint:
+def _read_h5(h5: h5py.File, weights_file: Path, path: Path, fmt: str, spec: ResNetSpec | None) -> Checkpoint:
     """Keras 2 layout (root attribute 'layer_names') or Keras 3 (groups of numbered variables), by content."""
     root = h5["model_weights"] if "model_weights" in h5 else h5
     if "layer_names" in root.attrs:
         return _from_keras_applications(Datasets(_keras2_variables(root)), path, fmt)
-    layers = _keras3_layers(h5, path)
+    groups = _keras3_groups(h5, path)
+    if not all("name" in group.attrs for group in groups):
+        return _read_by_position(weights_file, groups, path, fmt, spec)
+    layers = _keras3_layers(groups, path)
     if "conv1_conv" in layers:
         return _from_keras_applications(Datasets(_keras_applications_variables(layers, path)), path, fmt)
     return Checkpoint(_canonical_from_layers(layers, path), None, FORMATS[fmt])
+
+
+def _check_storage(ds: h5py.Dataset) -> None:
+    declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
+    if declared > 16 * stored + (1 << 20):  # a compression bomb: weights hardly compress
+        raise ValueError(f"{ds.name} declares {declared:,} bytes but stores {stored:,}; refused")
 
 
 class Datasets(Mapping):
@@ -94,9 +109,7 @@ class Datasets(Mapping):
 
     def __getitem__(self, key) -> np.ndarray:
         ds = self.datasets[key]
-        declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-        if declared > 16 * stored + (1 << 20):  # a compression bomb: weights hardly compress
-            raise ValueError(f"{ds.name} declares {declared:,} bytes but stores {stored:,}; refused")
+        _check_storage(ds)
         value = np.asarray(ds[()])
         if ds.attrs.get("dtype") == "bfloat16":
             import ml_dtypes  # Keras stores bfloat16 as raw 2-byte values and says so in an attribute
@@ -125,26 +138,60 @@ def _keras2_variables(root: h5py.Group) -> dict[str, h5py.Dataset]:
     return out
 
 
-def _keras3_layers(h5: h5py.File, path: Path) -> dict[str, list[h5py.Dataset]]:
-    """Layer name -> its variables' datasets in saved order, from every '.../vars' group that holds any."""
-    layers: dict[str, list[h5py.Dataset]] = {}
+def _keras3_groups(h5: h5py.File, path: Path) -> list[h5py.Group]:
+    """Every '.../vars' group that holds variables, an optimizer's state aside."""
+    groups = []
 
     def visit(name: str, obj) -> None:
-        if not isinstance(obj, h5py.Group) or name.rsplit("/", 1)[-1] != "vars" or not len(obj):
-            return
-        if name.split("/", 1)[0] == "optimizer":
-            return  # a trained model's optimizer state, not weights
-        if "name" not in obj.attrs:
-            raise CheckpointError(f"{path}: {name} records no layer name (a Keras 3 older than this reader knows)")
-        layer = _strings([obj.attrs["name"]])[0]
-        if sorted(obj) != sorted(str(i) for i in range(len(obj))) or layer in layers:
-            raise CheckpointError(f"{path}: malformed variables of layer {layer!r} at {name}")
-        layers[layer] = [obj[str(i)] for i in range(len(obj))]
+        if isinstance(obj, h5py.Group) and name.rsplit("/", 1)[-1] == "vars" and len(obj) \
+                and name.split("/", 1)[0] != "optimizer":
+            if sorted(obj) != sorted(str(i) for i in range(len(obj))):
+                raise CheckpointError(f"{path}: malformed variables at {name}")
+            groups.append(obj)
 
     h5.visititems(visit)
-    if not layers:
+    if not groups:
         raise CheckpointError(f"{path}: no layer variables in the file")
+    return groups
+
+
+def _keras3_layers(groups: list[h5py.Group], path: Path) -> dict[str, list[h5py.Dataset]]:
+    """Layer name -> its variables' datasets in saved order."""
+    layers: dict[str, list[h5py.Dataset]] = {}
+    for group in groups:
+        layer = _strings([group.attrs["name"]])[0]
+        if layer in layers:
+            raise CheckpointError(f"{path}: two groups of variables for layer {layer!r}")
+        layers[layer] = [group[str(i)] for i in range(len(group))]
     return layers
+
+
+def _read_by_position(
+    weights_file: Path, groups: list[h5py.Group], path: Path, fmt: str, spec: ResNetSpec | None,
+) -> Checkpoint:
+    """A Keras 3 file that records no layer names, read as Keras reads it: by position, into ``spec``'s model.
+
+    Keras matches each variable by where the model keeps the layer (attribute names, or class-name order
+    for keras.applications models), so nothing in the file says which architecture it is.
+    """
+    if spec is None:
+        raise CheckpointError(f"{path}: records no layer names (an older Keras 3 saved it), so its "
+                              "variables can only be read by position: pass --arch NAME")
+    for group in groups:
+        for i in range(len(group)):
+            _check_storage(group[str(i)])
+    if spec.name in KERAS_APPLICATIONS:
+        model = _keras_applications_model(spec)
+    else:
+        dtypes = {group["0"].dtype.name for group in groups}
+        model = ResNet(spec, dtype=dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FORMATS[fmt].dtypes) else "float32")
+        model.build_for(32)
+    expected = len(canonical_layers(spec))  # one Keras layer with variables per canonical layer, in either model
+    if len(groups) != expected:
+        raise CheckpointError(f"{path}: holds variables of {len(groups)} layers, but {spec.name} has {expected}")
+    model.load_weights(weights_file)  # Keras's own check: every layer's variable count and shapes
+    weights = from_keras_applications(model, spec) if spec.name in KERAS_APPLICATIONS else export_weights(model)
+    return Checkpoint(weights, spec, FORMATS[fmt], [f"read by position as {spec.name}: the file records no layer names"])
 
 
 def _canonical_from_layers(layers: Mapping[str, list[h5py.Dataset]], path: Path) -> dict[str, np.ndarray]:
@@ -219,7 +266,7 @@ def write_weights(
         return
     model = _keras_applications_model(spec)
     if fmt == "keras-app":
-        to_keras_applications(weights, model, spec)
+        to_keras_applications(weights, model, spec, consume=consume)
         model.save_weights(path)
     else:
         table, _ = check_model(spec, model, weights)
@@ -289,16 +336,9 @@ def model_from_weights(
 
 def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
     """A float32 Keras ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
-    path = Path(path)
-    ckpt = checkpoint.read(path)
-    spec, _ = checkpoint.architecture(ckpt, path, arch)
-    return model_from_weights(spec, {**ckpt.weights, **checkpoint.as_float32(ckpt.weights, spec)})
+    return model_from_weights(*checkpoint.load_for_model(path, arch))
 
 
 def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
-    """Write the model in the format ``path``'s suffix names, atomically, replacing an existing file."""
-    fmt = checkpoint.detect_format(path, writing=True)
-    if fmt.name in ("keras", "keras-weights"):
-        checkpoint.write_with(lambda target: write_model(model, target, fmt.name), path, fmt.name, force=True)
-    else:
-        checkpoint.save(path, export_weights(model), model.spec, fmt.name)
+    """Write the model in the format ``path`` names (no suffix: an Orbax directory), atomically, replacing it."""
+    checkpoint.save(path, export_weights(model), model.spec)

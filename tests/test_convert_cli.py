@@ -108,6 +108,22 @@ def test_verification_notices_a_skipped_transpose(capsys, source, tmp_path, impl
     assert list(tmp_path.iterdir()) == []
 
 
+def test_keras_file_without_layer_names_converts_with_arch(capsys, impls, tmp_path):
+    import h5py
+
+    spec = get_spec("resnet20")
+    weights = randomize(spec, seed=12)
+    checkpoint.save(tmp_path / "old.weights.h5", weights, spec)
+    with h5py.File(tmp_path / "old.weights.h5", "r+") as h5:  # as an older Keras 3 wrote it
+        h5.visititems(lambda name, obj: obj.attrs.__delitem__("name") if "name" in obj.attrs else None)
+    assert_refused(capsys, tmp_path, tmp_path / "old.weights.h5", tmp_path / "out.pt", match="pass --arch NAME")
+    code, out, err = convert(capsys, tmp_path / "old.weights.h5", tmp_path / "out.pt", "--arch", "resnet20")
+    assert code == 0, err
+    assert "read by position as resnet20" in out and "weights bit-identical: yes -> PASS" in out
+    got, _ = checkpoint.load(tmp_path / "out.pt")
+    assert all(np.array_equal(got[k], weights[k]) for k in canonical_shapes(spec))
+
+
 def test_training_checkpoint_with_module_prefix(capsys, impls, weights, tmp_path):
     import torch
 
@@ -298,12 +314,12 @@ def test_destination_that_is_the_source(capsys, source, tmp_path):
 def test_a_writer_failing_midway_leaves_no_output(capsys, source, tmp_path, impls, monkeypatch):
     jax_checkpoint = impls["jax"].checkpoint
 
-    def fail_midway(model, path, fmt):
+    def fail_midway(path, tree, spec):
         (path / "d").mkdir(parents=True)
         (path / "d" / "chunk").write_bytes(b"x" * 100)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(jax_checkpoint, "write_model", fail_midway)
+    monkeypatch.setattr(jax_checkpoint, "write_orbax", fail_midway)
     assert_refused(capsys, tmp_path, source, tmp_path / "ckpt", match="ckpt: cannot write Orbax checkpoint")
 
 
