@@ -34,7 +34,7 @@ def installed() -> list[str]:
 
 @contextlib.contextmanager
 def quiet_native_stderr():
-    """Silence what C++ libraries print on fd 2 (TensorFlow's CUDA and oneDNN notices) while importing."""
+    """Silence what C++ libraries print on fd 2 (TensorFlow's CUDA and oneDNN notices); RESNET_PARITY_DEBUG=1 keeps it."""
     if os.environ.get("RESNET_PARITY_DEBUG"):
         yield
         return
@@ -50,11 +50,10 @@ def quiet_native_stderr():
 
 
 def load(name: str) -> ModuleType:
-    """The implementation package for a framework short name (imported once, quietly)."""
+    """The implementation package for a framework short name (imported once)."""
     package, dist = FRAMEWORKS[canonical_name(name)]
     if package in sys.modules:
         return sys.modules[package]
     if importlib.util.find_spec(dist) is None:
         raise ModuleNotFoundError(f"{LABELS[canonical_name(name)]} needs the '{dist}' package: pip install 'resnet-parity[{canonical_name(name)}]'")
-    with quiet_native_stderr():
-        return importlib.import_module(package)
+    return importlib.import_module(package)

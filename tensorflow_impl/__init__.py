@@ -8,6 +8,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from shared.frameworks import quiet_native_stderr  # noqa: E402
+
+# TensorFlow's C++ start-up notices (the CUDA probe) are written to fd 2 before any log level applies
+with quiet_native_stderr():
+    import tensorflow  # noqa: E402, F401
+
 from .resnet import ResNet, build_model  # noqa: E402
 from .weights import export_weights, features, import_weights  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402

@@ -101,3 +101,19 @@ def test_shared_never_imports_a_framework():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_python_api_prints_nothing():
+    """Importing the three packages and running each once writes nothing to stderr (TensorFlow's C++ notices included)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, pytorch_impl, tensorflow_impl, jax_impl;"
+        "x = np.zeros((1, 32, 32, 3), np.float32);"
+        "[impl.features(impl.build_model('resnet20'), x) for impl in (pytorch_impl, tensorflow_impl, jax_impl)]"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "RESNET_PARITY"))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
