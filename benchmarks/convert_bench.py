@@ -10,7 +10,7 @@ resnet50 with ``shared.convert.convert`` (no verification unless --verify). Repo
 The keras.applications formats (keras-h5, keras-app) hold keras_resnet50, so pairs involving them use it.
 Targets: < 2 s and < 3x the checkpoint size.
 
-    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--json FILE]
+    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--json FILE] [--markdown]
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ def main() -> int:
     parser.add_argument("--verify", action="store_true", help="include verification (not part of the targets)")
     parser.add_argument("--only", metavar="FMT", help="only pairs involving this format")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    parser.add_argument("--markdown", action="store_true", help="also print a from x to grid of time and peak")
     parser.add_argument("--dir", help="working directory (default: a temporary one)")
     parser.add_argument("--child", nargs=3, metavar=("DIR", "FROM", "TO"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,7 +153,19 @@ def main() -> int:
               f"worst time {max(r['time_s'] for r in rows):.2f} s, worst peak {max(r['peak_ratio'] for r in rows):.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.markdown and rows:
+        print(markdown_grid(rows))
     return 0
+
+
+def markdown_grid(rows: list[dict]) -> str:
+    """A table with a row per source format and a column per target: 'seconds / peak x checkpoint'."""
+    cells = {(r["from"], r["to"]): f"{r['time_s']:.2f} s / {r['peak_ratio']:.2f}x" for r in rows}
+    formats = [f for f in NAMES if any(f in pair for pair in cells)]
+    lines = ["| from \\ to | " + " | ".join(formats) + " |", "|---" * (len(formats) + 1) + "|"]
+    for src in formats:
+        lines.append(f"| {src} | " + " | ".join(cells.get((src, dst), "-") for dst in formats) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ from .weights import PARAMS, export_weights
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
-    """An Orbax directory (architecture from its metadata) or a msgpack file, as canonical weights."""
+    """An Orbax directory (architecture from its metadata) or a msgpack file, as canonical weights.
+
+    Both record their variable names, so ``spec`` is not needed.
+    """
     if fmt == "orbax":
         with _orbax_quietly():
             checkpointer = ocp.StandardCheckpointer()
@@ -43,13 +46,13 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
                 tree = checkpointer.restore(path.absolute())  # no target: the arrays as saved
             finally:
                 checkpointer.close()
-        spec = checkpoint.spec_from_metadata(metadata.custom_metadata or {}, path)
+        recorded = checkpoint.spec_from_metadata(metadata.custom_metadata or {}, path)
     else:
         tree = serialization.msgpack_restore(path.read_bytes())
-        spec = None
+        recorded = None
     variables = {(".".join(keys[:-1]), keys[-1]): value for keys, value in _leaves(tree, (), path)}
     del tree  # the arrays live on in `variables` alone, which from_native empties as it goes
-    return Checkpoint(from_native(variables, PARAMS, path, consume=True), spec, FORMATS[fmt])
+    return Checkpoint(from_native(variables, PARAMS, path, consume=True), recorded, FORMATS[fmt])
 
 
 def _check_declared(item_metadata, path: Path) -> None:
