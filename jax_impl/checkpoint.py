@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -81,10 +82,12 @@ def _orbax_quietly() -> Iterator[None]:
         yield
     except BaseException:
         deadline, written = time.monotonic() + 2.0, -1
-        while held.tell() != written and time.monotonic() < deadline:
-            written = held.tell()
-            gc.collect()  # abandoned coroutines and futures report as they are collected
-            time.sleep(0.1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited": the same abandoned reads
+            while held.tell() != written and time.monotonic() < deadline:
+                written = held.tell()
+                gc.collect()  # abandoned coroutines and futures report as they are collected
+                time.sleep(0.1)
         raise
     finally:
         sys.stderr = saved

@@ -22,7 +22,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -471,29 +471,12 @@ def write_to(
     where the framework keeps its own copy in another layout, that halves the memory a write takes.
     """
     writer = write_safetensors if fmt.framework is None else implementation(fmt).write_weights
-    run_writer(lambda target: writer(target, weights, spec, fmt.name, consume=consume), path, fmt, dst or path)
-
-
-def run_writer(writer: Callable[[Path], None], path: Path, fmt: Format, dst: Path) -> None:
-    """Call ``writer(path)``; whatever it raises becomes one CheckpointError line naming ``dst``."""
     try:
-        writer(path)
+        writer(path, weights, spec, fmt.name, consume=consume)
     except CheckpointError:
         raise
     except Exception as exc:
-        raise CheckpointError(f"{dst}: cannot write {fmt.label}: {one_line(exc)}") from exc
-
-
-def write_with(
-    writer: Callable[[Path], None], path: str | os.PathLike, fmt: str | None = None, *, force: bool = False,
-) -> Format:
-    """Stage ``writer(temporary path)`` beside ``path`` and rename it into place when it succeeds."""
-    path = Path(path)
-    found = detect_format(path, fmt, writing=True)
-    with staged(path, force=force) as stage:
-        run_writer(writer, stage.path, found, path)
-        stage.commit()
-    return found
+        raise CheckpointError(f"{dst or path}: cannot write {fmt.label}: {one_line(exc)}") from exc
 
 
 def write(
