@@ -270,7 +270,7 @@ def write_weights(
         model.save_weights(path)
     else:
         table, _ = check_model(spec, model, weights)
-        _write_keras2(path, weights, model, table)
+        _write_keras2(path, weights, model, table, consume=consume)
 
 
 def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
@@ -284,8 +284,13 @@ def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
     raise CheckpointError(f"keras.applications has no model for {spec.name}; it has {', '.join(KERAS_APPLICATIONS)}")
 
 
-def _write_keras2(path: Path, weights: Mapping[str, np.ndarray], model: keras.Model, table) -> None:
-    """The Keras 2 layout keras.applications downloads; its loader matches layers by position, so keep the model's order."""
+def _write_keras2(
+    path: Path, weights: Mapping[str, np.ndarray], model: keras.Model, table, *, consume: bool = False,
+) -> None:
+    """The Keras 2 layout keras.applications downloads; its loader matches layers by position, so keep the model's order.
+
+    With ``consume``, ``weights`` is emptied as the variables are written.
+    """
     layers = [layer for layer in model.layers if layer.weights]
     inverse = {name: (key, perm) for key, (name, perm) in table.items()}
     with h5py.File(path, "w") as h5:
@@ -298,7 +303,8 @@ def _write_keras2(path: Path, weights: Mapping[str, np.ndarray], model: keras.Mo
             group.attrs["weight_names"] = np.array([n.encode() for n in names])
             for var, name in zip(layer.weights, names):
                 key, perm = inverse[f"{layer.name}/{var.name}"]
-                group.create_dataset(name, data=np.ascontiguousarray(from_canonical(np.asarray(weights[key]), perm)))
+                value = weights.pop(key) if consume else weights[key]
+                group.create_dataset(name, data=np.ascontiguousarray(from_canonical(np.asarray(value), perm)))
 
 
 def model_from_weights(
