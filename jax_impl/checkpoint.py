@@ -85,7 +85,7 @@ def _orbax_quietly() -> Iterator[None]:
     except BaseException:
         deadline, written = time.monotonic() + 2.0, -1
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... was never awaited": the same abandoned reads
+            warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine ... never awaited": the abandoned reads
             while held.tell() != written and time.monotonic() < deadline:
                 written = held.tell()
                 gc.collect()  # abandoned coroutines and futures report as they are collected

@@ -4,8 +4,9 @@ Every reader returns the canonical dict (torchvision names and layouts, numpy). 
 formats are handled by each implementation's ``checkpoint.py`` (``read_weights(path, fmt, spec=None)``
 and ``write_weights(path, weights, spec, fmt, consume=False)``), imported only when a file of that
 format is used; a reader needs the ``spec`` the caller names only for files that store variables
-by position (Keras 3 files too old to record layer names). Untrusted input: whatever a reader trips over becomes one ``CheckpointError``
-line naming the file. Writes go to a temporary path beside the destination, renamed at the end.
+by position (Keras 3 files too old to record layer names). Untrusted input: whatever a reader
+trips over becomes one ``CheckpointError`` line naming the file. Writes go to a temporary path
+beside the destination, renamed at the end.
 """
 
 from __future__ import annotations
