@@ -267,10 +267,14 @@ def test_keras_file_without_layer_names_is_read_by_position(small_files, small_w
     path = tmp_path / "old.weights.h5"
     path.write_bytes(small_files["keras-weights"].read_bytes())
     assert_read_only_by_position(strip_layer_names(path), small_weights, SMALL)
-    # another architecture does not fit: Keras's own check, or the layer count, says so in one line
+    # another architecture does not fit: Keras's own check (shapes, missing layers) says so in one line
     for other in (get_spec("resnet18"), get_spec("resnet34", stem_width=8, widths=(8, 16, 32, 64), num_classes=10)):
         with pytest.raises(CheckpointError, match="old.weights.h5"):
             checkpoint.load(path, arch=other)
+    # Keras ignores layers a file has beyond the model's: the layer count catches a shallower architecture
+    fewer = get_spec("resnet18", layers=(1, 1, 1, 1), stem_width=8, widths=(8, 16, 32, 64), num_classes=10)
+    with pytest.raises(CheckpointError, match="holds variables of 41 layers, but resnet18 has 25"):
+        checkpoint.load(path, arch=fewer)
 
 
 def test_keras_model_file_without_layer_names_uses_its_config(small_files, small_weights, tmp_path):
