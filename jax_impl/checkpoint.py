@@ -62,7 +62,7 @@ def _check_declared(item_metadata, path: Path) -> None:
     """Refuse arrays far larger than the directory: missing chunks would be filled in, a memory bomb."""
     declared = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(item_metadata))
     stored = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    if declared > 16 * stored + (1 << 20):  # weights hardly compress
+    if checkpoint.overclaims(declared, stored):
         raise ValueError(f"declares {declared:,} bytes of arrays but stores {stored:,}; refused")
 
 

@@ -18,7 +18,7 @@ import optax
 from flax import nnx, serialization
 
 from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STATS
+from shared.weights import BN_STAT_SUFFIXES
 
 from .resnet import ResNet
 from .weights import export_weights
@@ -80,8 +80,7 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     # a model whose parameters hold the gradients: the weight adapter then gives canonical names and layouts
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     exported = export_weights(nnx.merge(graphdef, grads, rest))
-    stat_suffixes = tuple("." + s for s in BN_STATS)
-    return {k: v for k, v in exported.items() if not k.endswith(stat_suffixes)}
+    return {k: v for k, v in exported.items() if not k.endswith(BN_STAT_SUFFIXES)}
 
 
 @nnx.jit

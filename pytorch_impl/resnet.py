@@ -119,7 +119,7 @@ class ResNet(nn.Module):
             self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2))
         else:
             self.maxpool = nn.MaxPool2d(3, 2, padding=1)  # pads with -inf
-        for stage, n in enumerate(spec.layers, start=1):
+        for stage in range(1, spec.num_stages + 1):
             blocks = [Block(spec, plan) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
             self.add_module(f"layer{stage}", nn.Sequential(*blocks))
         if spec.preact:

@@ -161,6 +161,12 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def overclaims(declared: int, stored: int) -> bool:
+    """Arrays far larger than the bytes that store them: weights hardly compress, so that is a
+    compression bomb (or missing chunks a reader would fill in), to be refused."""
+    return declared > 16 * stored + (1 << 20)
+
+
 def check_source(path: Path, fmt: Format) -> None:
     """Fail early, with one line, on a missing, empty or wrong-kind path."""
     if not path.exists():

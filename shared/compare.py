@@ -9,8 +9,10 @@ import time
 import numpy as np
 
 from . import frameworks
+from .cli import EXIT_FAIL, EXIT_OK
 from .spec import get_spec, list_specs
-from .weights import count_parameters, randomize, relative_error
+from .train import TOLERANCE as TRAIN_TOLERANCE, format_parity, train_parity
+from .weights import BN_STAT_SUFFIXES, count_parameters, randomize, relative_error
 
 # The stated bounds on max|a-b| / max|b| between frameworks (README, "Tolerances").
 TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
@@ -26,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset to compare (default: all installed)")
     parser.add_argument("--train-steps", type=int, default=0, metavar="K",
                         help="instead of eval mode: train K steps from the same weights and batches and compare "
-                             "gradients, parameters and BN statistics (tolerance 1e-5 float32, 1e-10 float64)")
+                             "gradients, parameters and BN statistics (tolerance "
+                             f"{TRAIN_TOLERANCE['float32']:.0e} float32, {TRAIN_TOLERANCE['float64']:.0e} float64)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -92,7 +95,7 @@ def compare(arch: str, *, source: str = "torch", targets: list[str] | None = Non
 
 
 def _count(weights: dict[str, np.ndarray]) -> tuple[int, int]:
-    stats = sum(v.size for k, v in weights.items() if k.endswith((".running_mean", ".running_var")))
+    stats = sum(v.size for k, v in weights.items() if k.endswith(BN_STAT_SUFFIXES))
     return sum(v.size for v in weights.values()) - stats, stats
 
 
@@ -123,13 +126,11 @@ def format_table(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.train_steps:
-        from .train import format_parity, train_parity
-
         report = train_parity(args.arch, args.train_steps, targets=args.frameworks, dtype=args.dtype,
                               batch=args.batch or 8, size=args.size, seed=args.seed)
         print(json.dumps(report, indent=2) if args.json else format_parity(report))
-        return 0 if report["passed"] else 1
+        return EXIT_OK if report["passed"] else EXIT_FAIL
     report = compare(args.arch, source=args.source, targets=args.frameworks, dtype=args.dtype,
                      size=args.size, batch=args.batch or 2, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
-    return 0 if report["passed"] else 1
+    return EXIT_OK if report["passed"] else EXIT_FAIL

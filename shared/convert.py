@@ -18,7 +18,7 @@ import numpy as np
 
 from . import checkpoint, frameworks
 from .checkpoint import FORMATS, CheckpointError, Format
-from .cli import CliError
+from .cli import EXIT_FAIL, EXIT_OK, CliError
 from .compare import TOLERANCE
 from .spec import PRESETS, ResNetSpec, list_specs
 from .weights import canonical_shapes, relative_error
@@ -211,4 +211,4 @@ def run(args: argparse.Namespace) -> int:
         verify_output=args.verify, keep_dtype=args.keep_dtype, allow_nonfinite=args.allow_nonfinite, seed=args.seed,
     )
     print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0 if report["passed"] else 1
+    return EXIT_OK if report["passed"] else EXIT_FAIL

@@ -110,18 +110,10 @@ class Recipe:
         return recipe
 
     def to_dict(self) -> dict:
-        """JSON-able form; ``from_dict`` reads it back."""
+        """JSON-able form (the optimizer named by its kind)."""
         out = dataclasses.asdict(self)
         out["optimizer"]["kind"] = type(self.optimizer).__name__.lower()
         return out
-
-    @staticmethod
-    def from_dict(data: dict) -> Recipe:
-        data = dict(data)
-        opt = dict(data.pop("optimizer"))
-        kind = opt.pop("kind")
-        optimizer = {"sgd": SGD, "adam": Adam}[kind](**opt)
-        return Recipe(optimizer=optimizer, schedule=Schedule(**data.pop("schedule")), **data)
 
 
 RECIPES: dict[str, Recipe] = {

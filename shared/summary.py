@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from . import frameworks
+from .cli import EXIT_OK
 from .spec import get_spec, list_specs
 
 
@@ -39,4 +40,4 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(layer) for layer, _ in rows)
     for layer, shape in rows:
         print(f"{layer:<{width}}  output shape: {shape}")
-    return 0
+    return EXIT_OK

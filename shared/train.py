@@ -38,13 +38,12 @@ from .recipe import (
     softmax_cross_entropy,
 )
 from .spec import ResNetSpec, get_spec, list_specs
-from .weights import BN_STATS, randomize, relative_error
+from .weights import BN_STAT_SUFFIXES, randomize, relative_error
 
 # Bounds on max|a-b| / max|b| between frameworks for one training step's facts (README, "Tolerances").
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 STATE_FILE = "state.json"
 CANONICAL_FILE = "model.safetensors"
-_STAT_SUFFIXES = tuple("." + s for s in BN_STATS)
 
 # The parity checks' default: every term of the SGD update at once. The learning rate keeps five
 # steps on random labels smooth (larger ones amplify float32 rounding chaotically); the weight
@@ -117,7 +116,7 @@ def trace_training(
         for key in trace.running_var:
             trace.running_var[key].append(after[key])
         if step in checkpoints:
-            trace.params[step] = {k: v for k, v in after.items() if not k.endswith(_STAT_SUFFIXES)}
+            trace.params[step] = {k: v for k, v in after.items() if not k.endswith(BN_STAT_SUFFIXES)}
             trace.running_mean[step] = {k: v for k, v in after.items() if k.endswith(".running_mean")}
     return trace
 
@@ -428,7 +427,7 @@ def train_all_frameworks(
         after = {n: next(run) for n, run in runs.items()}
         for n in names:
             losses[n].append(after[n][0])
-        ref_params = {k: v for k, v in after[reference][2].items() if not k.endswith(_STAT_SUFFIXES)}
+        ref_params = {k: v for k, v in after[reference][2].items() if not k.endswith(BN_STAT_SUFFIXES)}
         for n in names[1:]:
             drift[n].append(_worst(after[n][2], ref_params)[0])
     return {"arch": spec.name, "dataset": ds.name, "recipe": recipe.to_dict(), "steps": steps, "seed": seed,

@@ -21,6 +21,7 @@ OIHW_TO_HWIO = (2, 3, 1, 0)
 DENSE_TO_IN_OUT = (1, 0)
 
 BN_STATS = ("running_mean", "running_var")
+BN_STAT_SUFFIXES = tuple(f".{name}" for name in BN_STATS)  # canonical keys that end so are statistics
 # Buffers torch keeps that carry no weight; accepted on input, never produced.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 
@@ -99,7 +100,7 @@ def count_parameters(spec: ResNetSpec) -> tuple[int, int]:
     params = stats = 0
     for key, shape in canonical_shapes(spec).items():
         n = int(np.prod(shape))
-        if key.endswith(tuple("." + s for s in BN_STATS)):
+        if key.endswith(BN_STAT_SUFFIXES):
             stats += n
         else:
             params += n

@@ -26,7 +26,7 @@ from shared.spec import PRESETS, ResNetSpec
 from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
 
 from .keras_applications import (
-    check_model, from_keras_applications, keras_applications_names, keras_applications_preset, to_keras_applications,
+    check_model, from_keras_applications, keras_applications_names, keras_applications_spec, to_keras_applications,
     variable_table,
 )
 from .resnet import ResNet
@@ -97,7 +97,7 @@ def _read_h5(h5: h5py.File, weights_file: Path, path: Path, fmt: str, spec: ResN
 
 def _check_storage(ds: h5py.Dataset) -> None:
     declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-    if declared > 16 * stored + (1 << 20):  # a compression bomb: weights hardly compress
+    if checkpoint.overclaims(declared, stored):
         raise ValueError(f"{ds.name} declares {declared:,} bytes but stores {stored:,}; refused")
 
 
@@ -236,15 +236,11 @@ def _keras_applications_variables(layers: Mapping[str, list[h5py.Dataset]], path
 def _from_keras_applications(variables: Mapping[str, np.ndarray], path: Path, fmt: str) -> Checkpoint:
     """Canonical weights and spec from keras.applications 'layer/variable' arrays (the names fix the preset)."""
     try:
-        preset = keras_applications_preset(variables)
+        spec = keras_applications_spec(variables)
     except ValueError:
         top = "" if "predictions/kernel" in variables else \
             " (include_top=False files lack the classifier, so they are not a whole ResNet)"
         raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset{top}") from None
-    # classes= and a non-RGB input change only these two shapes
-    spec = PRESETS[preset].replace(
-        num_classes=np.shape(variables["predictions/kernel"])[-1], in_channels=np.shape(variables["conv1_conv/kernel"])[2],
-    )
     weights = {key: to_canonical(np.asarray(variables[name]), perm) for key, (name, perm) in variable_table(spec).items()}
     return Checkpoint(weights, spec, FORMATS[fmt])
 
@@ -275,8 +271,8 @@ def write_weights(
 
 def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
     """The keras.applications model with ``spec``'s structure (its classes and input channels)."""
+    labels = dict(name=spec.name, source=spec.source, image_size=spec.image_size)
     for name, constructor in KERAS_APPLICATIONS.items():
-        labels = dict(name=spec.name, source=spec.source, image_size=spec.image_size)
         if PRESETS[name].replace(num_classes=spec.num_classes, in_channels=spec.in_channels, **labels) == spec:
             return getattr(keras.applications, constructor)(
                 weights=None, classes=spec.num_classes, input_shape=(spec.image_size, spec.image_size, spec.in_channels),

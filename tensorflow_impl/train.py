@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STATS, mapped_variables, to_canonical
+from shared.weights import BN_STAT_SUFFIXES, mapped_variables, to_canonical
 
 from .resnet import ResNet
 from .weights import PARAMS
@@ -130,8 +130,7 @@ def train_step(model: ResNet, optimizer: keras.optimizers.Optimizer, x: np.ndarr
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
     """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
-    stat_suffixes = tuple("." + s for s in BN_STATS)
-    mapped = [(k, var, perm) for k, var, perm in mapped_variables(model.spec, model, PARAMS) if not k.endswith(stat_suffixes)]
+    mapped = [(k, var, perm) for k, var, perm in mapped_variables(model.spec, model, PARAMS) if not k.endswith(BN_STAT_SUFFIXES)]
     with tf.GradientTape() as tape:
         loss = _loss(model(_inputs(model, x), training=True), tf.constant(np.asarray(y), tf.int64), recipe)
     grads = tape.gradient(loss, [var for _, var, _ in mapped])
