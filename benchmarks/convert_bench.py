@@ -86,7 +86,7 @@ def child(folder: Path, src: str, dst: str, verify: bool) -> dict:
     start = time.perf_counter()
     for fmt in (checkpoint.FORMATS[src], checkpoint.FORMATS[dst]):
         if fmt.framework:
-            checkpoint.implementation(fmt)
+            frameworks.load_checkpoints(fmt.framework)
     if verify:
         frameworks.load("torch")
     imports = time.perf_counter() - start

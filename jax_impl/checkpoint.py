@@ -27,10 +27,10 @@ from flax import nnx, serialization
 from shared import checkpoint
 from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, from_native
 from shared.spec import ResNetSpec
-from shared.weights import canonical_layers, check_weights, from_canonical, mapped_variables
+from shared.weights import canonical_layers, from_canonical
 
 from .resnet import ResNet, build_model
-from .weights import PARAMS, export_weights
+from .weights import PARAMS, export_weights, import_weights
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
@@ -116,14 +116,6 @@ def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:
     return nnx.eval_shape(lambda: build_model(spec, dtype=dtype))
 
 
-def fill(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
-    """Give every variable of an empty model its canonical value (import_weights writes into arrays it has none of)."""
-    check_weights(model.spec, weights)
-    for key, var, perm in mapped_variables(model.spec, model, PARAMS):
-        # a contiguous copy first: device_put of a transposed view is several times slower
-        var.value = jnp.asarray(np.ascontiguousarray(from_canonical(np.asarray(weights[key]), perm)))
-
-
 def state_dict(weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, leaf=np.asarray, consume: bool = False) -> dict:
     """The NNX state as a nested dict, ``leaf(array)`` in Flax's layout at each variable, straight from canonical weights.
 
@@ -198,7 +190,7 @@ def write_weights(
 def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> ResNet:
     """A model holding canonical ``weights`` (of ``dtype``), built without random init."""
     model = empty_model(spec, dtype)
-    fill(model, weights)
+    import_weights(model, weights)
     return model
 
 

@@ -10,15 +10,16 @@ from flax import nnx
 
 from shared.spec import BlockPlan, ResNetSpec, get_spec
 
-# torchvision's init, spelled out: He normal over fan-out for convs
-CONV_INIT = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+LAYOUT = "NHWC"
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, k: int, stride: int, bias: bool, rngs: nnx.Rngs, dtype) -> nnx.Conv:
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
     # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed
-    padding = "SAME" if spec.padding == "tf_same" else [(k // 2, k // 2)] * 2
+    padding = "SAME" if spec.padding == "tf_same" else [(kernel // 2, kernel // 2)] * 2
+    # torchvision's init, spelled out: He normal over fan-out
+    init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
     return nnx.Conv(
-        cin, cout, (k, k), stride, padding=padding, use_bias=bias, kernel_init=CONV_INIT,
+        cin, cout, (kernel, kernel), stride, padding=padding, use_bias=bias, kernel_init=init,
         dtype=dtype, param_dtype=dtype, rngs=rngs,
     )
 
@@ -28,7 +29,7 @@ class Identity(nnx.Module):
         return x
 
 
-def norm(spec: ResNetSpec, channels: int, rngs: nnx.Rngs, dtype) -> nnx.Module:
+def norm(spec: ResNetSpec, channels: int, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
     if not spec.batch_norm:
         return Identity()
     # Flax momentum is the weight of the old value: 1 - PyTorch's; the exact two-pass
@@ -40,6 +41,19 @@ def norm(spec: ResNetSpec, channels: int, rngs: nnx.Rngs, dtype) -> nnx.Module:
     # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; float64 needs them in dtype
     bn.mean, bn.var = nnx.BatchStat(jnp.zeros(channels, dtype)), nnx.BatchStat(jnp.ones(channels, dtype))
     return bn
+
+
+class MaxPool(nnx.Module):
+    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+
+    def __init__(self, spec: ResNetSpec):
+        self.zero_pad = spec.pool_zero_pad
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.zero_pad:
+            x = jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+            return nnx.max_pool(x, (3, 3), (2, 2), "VALID")
+        return nnx.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))  # Flax pads a max-pool with -inf itself
 
 
 class Shortcut(nnx.Module):
@@ -58,13 +72,25 @@ class Shortcut(nnx.Module):
         return jnp.pad(x, [(0, 0), (0, 0), (0, 0), (self.pad, self.pad)]) if self.pad else x
 
 
-def make_shortcut(spec: ResNetSpec, plan: BlockPlan, rngs: nnx.Rngs, dtype) -> nnx.Module | None:
+class Sequential(nnx.List):
+    """Layers called in order, numbered like torch's nn.Sequential (nnx.Sequential would add a 'layers' level to the paths)."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
     if plan.shortcut == "identity":
-        return None
+        return Identity()
     if plan.shortcut == "projection":
         with_bn = spec.batch_norm and spec.shortcut_bn
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn), rngs, dtype)]
-        return nnx.List(projection + [norm(spec, plan.out_channels, rngs, dtype)] if with_bn else projection)
+        bias = spec.has_bias(with_bn)
+        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, rngs=rngs, dtype=dtype)]
+        if with_bn:
+            projection.append(norm(spec, plan.out_channels, rngs=rngs, dtype=dtype))
+        return Sequential(projection)
     return Shortcut(plan)
 
 
@@ -74,28 +100,21 @@ class Block(nnx.Module):
     def __init__(self, spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, dtype):
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
-        for i, (cin, cout, k, stride) in enumerate(plan.convs, start=1):
+        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
             last = i == self.depth
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, cin, rngs, dtype))
-            setattr(self, f"conv{i}", conv(spec, cin, cout, k, stride, spec.has_bias(not (last and self.preact)), rngs, dtype))
+                setattr(self, f"bn{i}", norm(spec, cin, rngs=rngs, dtype=dtype))
+            bias = spec.has_bias(not (last and self.preact))
+            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, dtype=dtype))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, cout, rngs, dtype))
-        self.downsample = make_shortcut(spec, plan, rngs, dtype)
-
-    def shortcut(self, x: jax.Array) -> jax.Array:
-        if self.downsample is None:
-            return x
-        if isinstance(self.downsample, nnx.List):
-            for layer in self.downsample:
-                x = layer(x)
-            return x
-        return self.downsample(x)
+                setattr(self, f"bn{i}", norm(spec, cout, rngs=rngs, dtype=dtype))
+        self.downsample = make_shortcut(spec, plan, rngs=rngs, dtype=dtype)
+        self.projects = plan.shortcut == "projection"
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.preact:
             return self.call_preact(x)
-        identity = self.shortcut(x)
+        identity = self.downsample(x)
         out = x
         for i in range(1, self.depth + 1):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
@@ -108,7 +127,7 @@ class Block(nnx.Module):
     def call_preact(self, x: jax.Array) -> jax.Array:
         # He et al. 2016b: BN-ReLU before every conv; a projection reads the pre-activated input
         preact = nnx.relu(self.bn1(x))
-        identity = self.shortcut(preact if isinstance(self.downsample, nnx.List) else x)
+        identity = self.downsample(preact if self.projects else x)
         out = self.conv1(preact)
         for i in range(2, self.depth + 1):
             out = getattr(self, f"conv{i}")(nnx.relu(getattr(self, f"bn{i}")(out)))
@@ -118,15 +137,17 @@ class Block(nnx.Module):
 class ResNet(nnx.Module):
     def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.spec = spec
-        stem_bn = spec.batch_norm and not spec.preact
         k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(stem_bn), rngs, dtype)
-        self.bn1 = norm(spec, spec.stem_width, rngs, dtype) if stem_bn else Identity()
+        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact),
+                          rngs=rngs, dtype=dtype)
+        if not spec.preact:
+            self.bn1 = norm(spec, spec.stem_width, rngs=rngs, dtype=dtype)
+        self.maxpool = MaxPool(spec) if spec.stem == "imagenet" else Identity()
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan, rngs=rngs, dtype=dtype) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
+            blocks = [Block(spec, plan, rngs=rngs, dtype=dtype) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if spec.preact:
-            self.post_bn = norm(spec, spec.final_width, rngs, dtype)
+            self.post_bn = norm(spec, spec.final_width, rngs=rngs, dtype=dtype)
         bound = 1 / math.sqrt(spec.final_width)
         fc_init = nnx.initializers.uniform(2 * bound)
         shifted = lambda key, shape, dtype=dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
@@ -135,24 +156,16 @@ class ResNet(nnx.Module):
             dtype=dtype, param_dtype=dtype, rngs=rngs,
         )
 
-    def maxpool(self, x: jax.Array) -> jax.Array:
-        if self.spec.stem != "imagenet":
-            return x
-        pad_value = 0.0 if self.spec.pool_zero_pad else -jnp.inf
-        x = jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)], constant_values=pad_value)
-        return nnx.max_pool(x, (3, 3), (2, 2), "VALID")
-
     def forward_features(self, x: jax.Array) -> dict[str, jax.Array]:
-        """Output of each top-level stage, in order: stem, layer1.., avgpool, flatten, fc."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
         feats = {}
         x = self.conv1(x)
         if not self.spec.preact:
             x = nnx.relu(self.bn1(x))
         feats["stem"] = x = self.maxpool(x)
         for stage in range(1, self.spec.num_stages + 1):
-            for block in getattr(self, f"layer{stage}"):
-                x = block(x)
-            feats[f"layer{stage}"] = x
+            for index, block in enumerate(getattr(self, f"layer{stage}")):
+                feats[f"layer{stage}.{index}"] = x = block(x)
         if self.spec.preact:
             x = nnx.relu(self.post_bn(x))
         feats["avgpool"] = x = jnp.mean(x, axis=(1, 2), keepdims=True)
@@ -165,7 +178,11 @@ class ResNet(nnx.Module):
 
 
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
-    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits."""
-    if dtype == "float64":
-        jax.config.update("jax_enable_x64", True)  # JAX drops to float32 silently without it
+    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits.
+
+    float64 needs 64-bit JAX, a process-wide switch this package leaves to its caller:
+    build and run the model inside ``with jax.enable_x64(True):`` (or set ``jax_enable_x64``).
+    """
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("a float64 Flax model needs 64-bit JAX: build and run it inside `with jax.enable_x64(True):`")
     return ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), dtype=jnp.dtype(dtype))

@@ -21,10 +21,10 @@ from shared.recipe import SGD, Convention, Recipe, learning_rates
 from shared.weights import BN_STAT_SUFFIXES
 
 from .resnet import ResNet
-from .weights import export_weights
+from .weights import export_weights, inputs
 
 BN_RUNNING_VAR: Convention = "biased"
-CHECKPOINT_FILES = ("model.msgpack", "optimizer.msgpack")
+TRAINING_STATE_FILES = ("model.msgpack", "optimizer.msgpack")
 
 
 def _dtype(model: ResNet) -> jnp.dtype:
@@ -62,21 +62,17 @@ def _train_step(model: ResNet, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Ar
     return loss, logits
 
 
-def _inputs(model: ResNet, x: np.ndarray) -> jax.Array:
-    return jnp.asarray(np.asarray(x), dtype=_dtype(model))
-
-
 def train_step(model: ResNet, optimizer: nnx.Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
     """One optimizer step on an NHWC batch; returns the loss and the train-mode logits (before the step)."""
     model.train()
-    loss, logits = _train_step(model, optimizer, _inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)
+    loss, logits = _train_step(model, optimizer, inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)
     return float(loss), np.asarray(logits)
 
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
     """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
     model.train()
-    grads = nnx.grad(lambda m: _loss(m, _inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)[0])(model)
+    grads = nnx.grad(lambda m: _loss(m, inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)[0])(model)
     # a model whose parameters hold the gradients: the weight adapter then gives canonical names and layouts
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     exported = export_weights(nnx.merge(graphdef, grads, rest))
@@ -91,7 +87,7 @@ def _forward(model: ResNet, x: jax.Array) -> jax.Array:
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval()
-    return np.concatenate([np.asarray(_forward(model, _inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
+    return np.concatenate([np.asarray(_forward(model, inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
 
 
 def _save(path: str, node: nnx.Object) -> None:
@@ -107,13 +103,13 @@ def _load(path: str, node: nnx.Object) -> None:
     nnx.update(node, state)
 
 
-def save_checkpoint(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
+def save_training_state(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
     """The native checkpoint: ``nnx.state`` of the model and of the optimizer, msgpack-serialised."""
     _save(os.path.join(directory, "model.msgpack"), model)
     _save(os.path.join(directory, "optimizer.msgpack"), optimizer)
 
 
-def load_checkpoint(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
-    """Restore what ``save_checkpoint`` wrote."""
+def load_training_state(directory: str, model: ResNet, optimizer: nnx.Optimizer) -> None:
+    """Restore what ``save_training_state`` wrote."""
     _load(os.path.join(directory, "model.msgpack"), model)
     _load(os.path.join(directory, "optimizer.msgpack"), optimizer)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+from typing import Iterator, Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -29,11 +31,26 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
     """Load canonical weights; strict, every problem reported at once."""
     check_weights(model.spec, weights)
     for key, var, perm in mapped_variables(model.spec, model, PARAMS):
-        var[...] = jnp.asarray(from_canonical(np.asarray(weights[key]), perm), dtype=var.dtype)
+        # a new array, not written into the old one: an nnx.eval_shape model has none to write into;
+        # a contiguous copy first, since device_put of a transposed view is several times slower
+        var.value = jnp.asarray(np.ascontiguousarray(from_canonical(np.asarray(weights[key]), perm)), dtype=var.dtype)
+
+
+def inputs(model: ResNet, x: np.ndarray) -> jax.Array:
+    """An NHWC numpy batch as the model takes it: NHWC, the model's dtype."""
+    return jnp.asarray(np.asarray(x), dtype=model.conv1.kernel.dtype)
 
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
-    """Every stage's output for an NHWC numpy batch."""
+    """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch."""
     model.train() if training else model.eval()
-    x = jnp.asarray(x, dtype=model.conv1.kernel.dtype)
-    return {k: np.asarray(v) for k, v in model.forward_features(x).items()}
+    return {k: np.asarray(v) for k, v in model.forward_features(inputs(model, x)).items()}
+
+
+@contextlib.contextmanager
+def numerics(dtype: str) -> Iterator[dict[str, str]]:
+    """An exact comparison's settings, for its duration only: matmuls and convs at full precision
+    (no TF32 or bfloat16 passes on GPUs), and 64-bit JAX when ``dtype`` is float64. Yields what was set."""
+    x64 = dtype == "float64" or jax.config.jax_enable_x64
+    with jax.default_matmul_precision("highest"), jax.enable_x64(x64):
+        yield {"jax_default_matmul_precision": "highest", "jax_enable_x64": str(x64)}

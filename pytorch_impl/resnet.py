@@ -10,13 +10,15 @@ from torch import nn
 
 from shared.spec import BlockPlan, ResNetSpec, get_spec
 
+LAYOUT = "NCHW"
+
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d that can also pad like TensorFlow's 'same' (more at the bottom/right)."""
+    """nn.Conv2d that can also pad like TensorFlow's 'same' (more at the bottom/right); PyTorch pads symmetrically."""
 
-    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, bias: bool, padding: str):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool, padding: str):
         self.tf_same = padding == "tf_same"
-        super().__init__(cin, cout, kernel_size, stride, padding=0 if self.tf_same else kernel_size // 2, bias=bias)
+        super().__init__(cin, cout, kernel, stride, padding=0 if self.tf_same else kernel // 2, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
@@ -28,10 +30,28 @@ class Conv2d(nn.Conv2d):
         return super().forward(x)
 
 
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool) -> nn.Module:
+    return Conv2d(cin, cout, kernel, stride, bias, spec.padding)
+
+
 def norm(spec: ResNetSpec, channels: int) -> nn.Module:
     if not spec.batch_norm:
         return nn.Identity()
     return nn.BatchNorm2d(channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
+
+
+class MaxPool(nn.Module):
+    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+
+    def __init__(self, spec: ResNetSpec):
+        super().__init__()
+        self.zero_pad = spec.pool_zero_pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.zero_pad:
+            x = F.pad(x, (1, 1, 1, 1))
+            return F.max_pool2d(x, 3, 2)
+        return F.max_pool2d(x, 3, 2, padding=1)  # PyTorch pads a max-pool with -inf itself
 
 
 class Shortcut(nn.Module):
@@ -45,18 +65,19 @@ class Shortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
-            x = F.avg_pool2d(x, self.stride) if self.avgpool else x[:, :, :: self.stride, :: self.stride]
+            s = self.stride
+            x = F.avg_pool2d(x, s) if self.avgpool else x[:, :, ::s, ::s]
         # option A, He et al. 2016 §4.2: the new channels are zeros, half before, half after
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
 
 
-def make_shortcut(spec: ResNetSpec, plan: BlockPlan) -> nn.Module | None:
+def make_shortcut(spec: ResNetSpec, plan: BlockPlan) -> nn.Module:
     if plan.shortcut == "identity":
-        return None
+        return nn.Identity()
     if plan.shortcut == "projection":
         with_bn = spec.batch_norm and spec.shortcut_bn
-        conv = Conv2d(plan.in_channels, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn), spec.padding)
-        return nn.Sequential(conv, norm(spec, plan.out_channels)) if with_bn else nn.Sequential(conv)
+        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn))]
+        return nn.Sequential(*projection, norm(spec, plan.out_channels)) if with_bn else nn.Sequential(*projection)
     return Shortcut(plan)
 
 
@@ -67,20 +88,22 @@ class Block(nn.Module):
         super().__init__()
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
-        for i, (cin, cout, k, stride) in enumerate(plan.convs, start=1):
+        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
             last = i == self.depth
             if self.preact:
                 setattr(self, f"bn{i}", norm(spec, cin))
-            setattr(self, f"conv{i}", Conv2d(cin, cout, k, stride, spec.has_bias(not (last and self.preact)), spec.padding))
+            bias = spec.has_bias(not (last and self.preact))
+            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias))
             if not self.preact:
                 setattr(self, f"bn{i}", norm(spec, cout))
         self.relu = nn.ReLU()
         self.downsample = make_shortcut(spec, plan)
+        self.projects = plan.shortcut == "projection"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
             return self.forward_preact(x)
-        identity = x if self.downsample is None else self.downsample(x)
+        identity = self.downsample(x)
         out = x
         for i in range(1, self.depth + 1):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
@@ -93,35 +116,26 @@ class Block(nn.Module):
     def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
         # He et al. 2016b: BN-ReLU before every conv; a projection reads the pre-activated input
         preact = self.relu(self.bn1(x))
-        identity = x if self.downsample is None else self.downsample(preact if self.projects else x)
+        identity = self.downsample(preact if self.projects else x)
         out = self.conv1(preact)
         for i in range(2, self.depth + 1):
             out = getattr(self, f"conv{i}")(self.relu(getattr(self, f"bn{i}")(out)))
         return out + identity
-
-    @property
-    def projects(self) -> bool:
-        return isinstance(self.downsample, nn.Sequential)
 
 
 class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec):
         super().__init__()
         self.spec = spec
-        stem_bn = spec.batch_norm and not spec.preact
         k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = Conv2d(spec.in_channels, spec.stem_width, k, stride, spec.has_bias(stem_bn), spec.padding)
-        self.bn1 = norm(spec, spec.stem_width) if stem_bn else nn.Identity()
+        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact))
+        if not spec.preact:
+            self.bn1 = norm(spec, spec.stem_width)
         self.relu = nn.ReLU()
-        if spec.stem != "imagenet":
-            self.maxpool = nn.Identity()
-        elif spec.pool_zero_pad:
-            self.maxpool = nn.Sequential(nn.ZeroPad2d(1), nn.MaxPool2d(3, 2))
-        else:
-            self.maxpool = nn.MaxPool2d(3, 2, padding=1)  # pads with -inf
+        self.maxpool = MaxPool(spec) if spec.stem == "imagenet" else nn.Identity()
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
-            self.add_module(f"layer{stage}", nn.Sequential(*blocks))
+            blocks = [Block(spec, plan) for plan in spec.blocks() if plan.stage == stage]
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         if spec.preact:
             self.post_bn = norm(spec, spec.final_width)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -143,12 +157,15 @@ class ResNet(nn.Module):
         nn.init.uniform_(self.fc.bias, -bound, bound)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Output of each top-level stage, in order: stem, layer1.., avgpool, flatten, fc."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
         feats = {}
-        x = self.relu(self.bn1(self.conv1(x))) if not self.spec.preact else self.conv1(x)
+        x = self.conv1(x)
+        if not self.spec.preact:
+            x = self.relu(self.bn1(x))
         feats["stem"] = x = self.maxpool(x)
         for stage in range(1, self.spec.num_stages + 1):
-            feats[f"layer{stage}"] = x = getattr(self, f"layer{stage}")(x)
+            for index, block in enumerate(getattr(self, f"layer{stage}")):
+                feats[f"layer{stage}.{index}"] = x = block(x)
         if self.spec.preact:
             x = self.relu(self.post_bn(x))
         feats["avgpool"] = x = self.avgpool(x)
@@ -163,7 +180,7 @@ class ResNet(nn.Module):
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
     """A ResNet for ``spec_or_name``, initialised from ``seed``; input NCHW, output logits."""
     spec = get_spec(spec_or_name)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
         torch.manual_seed(seed)
         model = ResNet(spec)
     return model.to(getattr(torch, dtype))

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from shared.recipe import SGD, Convention, Recipe, lr_factor
 
 from .resnet import ResNet
+from .weights import inputs
 
 BN_RUNNING_VAR: Convention = "unbiased"
-CHECKPOINT_FILES = ("model.pth", "optimizer.pth")
+TRAINING_STATE_FILES = ("model.pth", "optimizer.pth")
 
 
 @dataclass
@@ -44,12 +45,6 @@ def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> Optimizer
     return Optimizer(optimizer, scheduler)
 
 
-def _inputs(model: ResNet, x: np.ndarray) -> torch.Tensor:
-    # NHWC numpy in, NCHW tensor of the model's dtype: layout changes only at this edge
-    dtype = next(model.parameters()).dtype
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)), dtype=dtype)
-
-
 def _loss(logits: torch.Tensor, y: np.ndarray, recipe: Recipe) -> torch.Tensor:
     return F.cross_entropy(logits, torch.as_tensor(np.asarray(y), dtype=torch.long), label_smoothing=recipe.label_smoothing)
 
@@ -57,7 +52,7 @@ def _loss(logits: torch.Tensor, y: np.ndarray, recipe: Recipe) -> torch.Tensor:
 def train_step(model: ResNet, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
     """One optimizer step on an NHWC batch; returns the loss and the train-mode logits (before the step)."""
     model.train()
-    logits = model(_inputs(model, x))
+    logits = model(inputs(model, x))
     loss = _loss(logits, y, recipe)
     optimizer.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -70,7 +65,7 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
     model.train()
     model.zero_grad(set_to_none=True)
-    _loss(model(_inputs(model, x)), y, recipe).backward()
+    _loss(model(inputs(model, x)), y, recipe).backward()
     grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return grads
@@ -80,18 +75,18 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval()
     with torch.no_grad():
-        return np.concatenate([model(_inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+        return np.concatenate([model(inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
 
 
-def save_checkpoint(directory: str, model: ResNet, optimizer: Optimizer) -> None:
+def save_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:
     """The native checkpoint: the model's state_dict and the optimizer's plus scheduler's, as .pth."""
     torch.save(model.state_dict(), os.path.join(directory, "model.pth"))
     state = {"optimizer": optimizer.optimizer.state_dict(), "scheduler": optimizer.scheduler.state_dict()}
     torch.save(state, os.path.join(directory, "optimizer.pth"))
 
 
-def load_checkpoint(directory: str, model: ResNet, optimizer: Optimizer) -> None:
-    """Restore what ``save_checkpoint`` wrote, strictly."""
+def load_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:
+    """Restore what ``save_training_state`` wrote, strictly."""
     model.load_state_dict(torch.load(os.path.join(directory, "model.pth"), weights_only=True))
     state = torch.load(os.path.join(directory, "optimizer.pth"), weights_only=True)
     optimizer.optimizer.load_state_dict(state["optimizer"])

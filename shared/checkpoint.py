@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -28,16 +27,13 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from . import frameworks, infer
+from .errors import ArchitectureError, CheckpointError
 from .spec import PRESETS, ResNetSpec, get_spec
 from .weights import (
     IGNORED_SUFFIXES, ParamTable, WeightMismatchError, canonical_layers, canonical_shapes, check_weights, to_canonical,
 )
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-class CheckpointError(ValueError):
-    """A file that cannot be read or written; the message is one line naming the file."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +87,10 @@ def suffix_of(path: Path) -> str:
     return ".weights.h5" if name.endswith(".weights.h5") else path.suffix.lower()
 
 
-def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: bool = False) -> Format:
-    """The format named by ``fmt``, else the one the path's suffix (or being a directory) implies."""
+def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: bool = False, option: str = "fmt") -> Format:
+    """The format named by ``fmt``, else the one the path's suffix (or being a directory) implies.
+
+    ``option`` is the caller's name for ``fmt``, for the message that asks for it."""
     path = Path(path)
     if fmt is not None:
         if fmt not in FORMATS:
@@ -111,8 +109,7 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: b
     if not writing and not path.exists():
         raise CheckpointError(f"{path}: no such file")
     hint = f"; it looks like {FORMATS[guess].label}" if not writing and (guess := sniff(path)) else ""
-    option = "--to" if writing else "--from"
-    raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option} FORMAT "
+    raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option}=FORMAT "
                           f"({', '.join(n for n, f in FORMATS.items() if f.writable or not writing)})")
 
 
@@ -141,12 +138,6 @@ def sniff(path: Path) -> str | None:
     except Exception:  # a hint only: a file too broken to guess at gets none
         return None
     return None
-
-
-def implementation(fmt: Format):
-    """The ``checkpoint`` module of the implementation that handles ``fmt`` (imports its framework)."""
-    package = frameworks.load(fmt.framework)
-    return importlib.import_module(f"{package.__name__}.checkpoint")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -183,23 +174,23 @@ def check_source(path: Path, fmt: Format) -> None:
 
 
 def read(
-    path: str | os.PathLike, fmt: str | Format | None = None, arch: str | ResNetSpec | None = None,
+    path: str | os.PathLike, fmt: str | Format | None = None, arch: str | ResNetSpec | None = None, *, option: str = "fmt",
 ) -> Checkpoint:
     """Read any supported file into canonical weights; every failure is one CheckpointError line.
 
     ``arch`` is used only by files that cannot be read without it; ``architecture`` checks the result against it.
     """
     path = Path(path)
-    fmt = fmt if isinstance(fmt, Format) else detect_format(path, fmt)
+    fmt = fmt if isinstance(fmt, Format) else detect_format(path, fmt, option=option)
     check_source(path, fmt)
-    reader = read_safetensors if fmt.framework is None else implementation(fmt).read_weights
+    reader = read_safetensors if fmt.framework is None else frameworks.load_checkpoints(fmt.framework).read_weights
     try:
         ckpt = reader(path, fmt.name, None if arch is None else get_spec(arch))
     except CheckpointError:
         raise
     except Exception as exc:  # untrusted bytes: whatever a library trips over is a bad file, not a crash
         guess = sniff(path)
-        hint = f"; it looks like {FORMATS[guess].label} (pass --from {guess})" if guess and guess != fmt.name else ""
+        hint = f"; it looks like {FORMATS[guess].label} (pass {option}={guess})" if guess and guess != fmt.name else ""
         raise CheckpointError(f"{path}: not a readable {fmt.label}: {one_line(exc)}{hint}") from exc
     bad = [k for k, v in ckpt.weights.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
     if bad:
@@ -350,7 +341,7 @@ def architecture(ckpt: Checkpoint, path: Path, arch: str | ResNetSpec | None = N
     else:
         try:
             found = infer.infer(ckpt.weights)
-        except infer.ArchitectureError as exc:
+        except ArchitectureError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
         spec = found.spec
         notes += found.notes()
@@ -359,7 +350,7 @@ def architecture(ckpt: Checkpoint, path: Path, arch: str | ResNetSpec | None = N
     except WeightMismatchError as err:
         hint = ""
         if arch is not None:
-            with contextlib.suppress(infer.ArchitectureError):
+            with contextlib.suppress(ArchitectureError):
                 hint = f"; the weights look like {infer.infer(ckpt.weights).describe()}"
         raise CheckpointError(f"{path}: weights do not fit {spec.name}: {mismatch_line(err)}{hint}") from err
     return spec, notes
@@ -383,18 +374,18 @@ def prepare(
         bad = [k for k, v in out.items() if not np.isfinite(v).all()]
         if bad:
             raise CheckpointError(f"{path}: {len(bad)} tensors hold NaN or Inf ({', '.join(bad[:3])}"
-                                  f"{', ...' if len(bad) > 3 else ''}); pass --allow-nonfinite to convert anyway")
+                                  f"{', ...' if len(bad) > 3 else ''}); pass allow_nonfinite=True to convert anyway")
     notes = []
     if keep_dtype:
         if len(dtypes) > 1:
             raise CheckpointError(f"{path}: mixed dtypes ({', '.join(f'{d} in {k}' for d, k in dtypes.items())}); "
-                                  "--keep-dtype needs one")
+                                  "keep_dtype=True needs one")
         (dtype,) = dtypes
         if target is not None and dtype not in target.dtypes:
-            raise CheckpointError(f"{path}: {target.label} cannot store {dtype}; drop --keep-dtype to write float32")
+            raise CheckpointError(f"{path}: {target.label} cannot store {dtype}; drop keep_dtype=True to write float32")
     elif set(dtypes) != {"float32"}:
         out = {k: v if v.dtype == np.float32 else v.astype(np.float32) for k, v in out.items()}
-        notes.append(f"converted {', '.join(d for d in dtypes if d != 'float32')} to float32 (--keep-dtype keeps it)")
+        notes.append(f"converted {', '.join(d for d in dtypes if d != 'float32')} to float32 (keep_dtype=True keeps it)")
     return {**out, **extras}, notes
 
 
@@ -414,7 +405,7 @@ def as_float32(weights: Mapping[str, np.ndarray], spec: ResNetSpec) -> dict[str,
 def check_destination(path: Path, *, force: bool) -> None:
     """Refuse, before any work, a destination that exists (without force) or cannot be created."""
     if path.exists() and not force:
-        raise CheckpointError(f"{path}: already exists (pass --force to overwrite)")
+        raise CheckpointError(f"{path}: already exists (pass force=True to overwrite)")
     parent = path.parent
     if not parent.exists():
         raise CheckpointError(f"{path}: cannot write: directory {parent} does not exist")
@@ -477,7 +468,7 @@ def write_to(
     With ``consume``, the writer may empty ``weights`` (a dict no one else needs) as it converts them:
     where the framework keeps its own copy in another layout, that halves the memory a write takes.
     """
-    writer = write_safetensors if fmt.framework is None else implementation(fmt).write_weights
+    writer = write_safetensors if fmt.framework is None else frameworks.load_checkpoints(fmt.framework).write_weights
     try:
         writer(path, weights, spec, fmt.name, consume=consume)
     except CheckpointError:

@@ -1,4 +1,4 @@
-"""``resnet-parity convert``: read a checkpoint in one format, write it in another, and show both compute the same.
+"""Checkpoint conversion: read one format, write another, and show both files compute the same.
 
 The new file is written beside DST under a temporary name, read back, run on one random batch
 against the source weights, and renamed into place only if it agrees: a failed conversion leaves
@@ -7,51 +7,21 @@ no DST behind.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint, frameworks
-from .checkpoint import FORMATS, CheckpointError, Format
-from .cli import EXIT_FAIL, EXIT_OK, CliError
-from .compare import TOLERANCE
-from .spec import PRESETS, ResNetSpec, list_specs
+from .checkpoint import CheckpointError, Format
+from .errors import ResNetParityError
+from .parity import TOLERANCE
+from .spec import PRESETS, ResNetSpec
 from .weights import canonical_shapes, relative_error
 
 VERIFY_SIZE = 64  # input height and width for verification (smaller presets use their own size): every weight takes part
 VERIFY_BATCH = 2
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    formats = "; ".join(f"{name}: {f.label}" + (f" ({' '.join(f.suffixes)})" if f.suffixes else "")
-                        for name, f in FORMATS.items())
-    parser.epilog = (
-        f"formats: {formats}. A DST without a suffix is an Orbax directory. After writing, SRC and DST are loaded "
-        f"into their frameworks and run on one random batch; DST is kept only if the logits agree to "
-        f"{TOLERANCE['float32']:.0e} (relative), else exit 1. Bad input: one line naming the file, exit 2."
-    )
-    parser.add_argument("src", metavar="SRC", help="checkpoint to read: a file, or an Orbax directory")
-    parser.add_argument("dst", metavar="DST", help="checkpoint to write; its suffix picks the format")
-    parser.add_argument("--arch", choices=list_specs(), metavar="NAME",
-                        help="preset of SRC (default: what SRC records, else inferred from its weights)")
-    parser.add_argument("--from", dest="src_format", choices=list(FORMATS), metavar="FMT",
-                        help="format of SRC (default: by suffix)")
-    parser.add_argument("--to", dest="dst_format", choices=[n for n, f in FORMATS.items() if f.writable], metavar="FMT",
-                        help="format of DST (default: by suffix)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing DST")
-    parser.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="skip running both files on a random batch")
-    parser.add_argument("--keep-dtype", action="store_true",
-                        help="keep float16/bfloat16/float64 weights (default: float32)")
-    parser.add_argument("--allow-nonfinite", action="store_true",
-                        help="convert weights holding NaN or Inf instead of refusing")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random verification batch")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def verifier(fmt: Format) -> str:
@@ -60,22 +30,18 @@ def verifier(fmt: Format) -> str:
         return fmt.framework
     installed = frameworks.installed()
     if not installed:
-        raise CliError("verification needs PyTorch, TensorFlow or JAX installed; pass --no-verify")
+        raise ResNetParityError("verification needs PyTorch, TensorFlow or JAX installed; pass verify_output=False")
     return "torch" if "torch" in installed else installed[0]
-
-
-def _checkpoint_module(framework: str):
-    return importlib.import_module(f"{frameworks.load(framework).__name__}.checkpoint")
 
 
 def logits(framework: str, weights: dict[str, np.ndarray], spec: ResNetSpec, x: np.ndarray) -> np.ndarray:
     """The logits of ``x`` from a float32 model of ``framework`` holding ``weights``."""
-    model = _checkpoint_module(framework).model_from_weights(spec, checkpoint.as_float32(weights, spec))
+    model = frameworks.load_checkpoints(framework).model_from_weights(spec, checkpoint.as_float32(weights, spec))
     return frameworks.load(framework).features(model, x)["fc"]
 
 
 def output_error(a: np.ndarray, b: np.ndarray) -> float:
-    """relative_error, where NaN/Inf (allowed with --allow-nonfinite) must sit in the same places."""
+    """relative_error, where NaN/Inf (allowed with allow_nonfinite=True) must sit in the same places."""
     finite_a, finite_b = np.isfinite(a), np.isfinite(b)
     if not np.array_equal(finite_a, finite_b) or not np.array_equal(a[~finite_a], b[~finite_b], equal_nan=True):
         return float("inf")
@@ -123,8 +89,8 @@ def convert(
 ) -> dict:
     """Convert ``src`` to ``dst``; a JSON-able report. Bad input raises CheckpointError (one line)."""
     src, dst = Path(src), Path(dst)
-    fin = checkpoint.detect_format(src, src_format)
-    fout = checkpoint.detect_format(dst, dst_format, writing=True)
+    fin = checkpoint.detect_format(src, src_format, option="src_format")
+    fout = checkpoint.detect_format(dst, dst_format, writing=True, option="dst_format")
     checkpoint.check_source(src, fin)
     checkpoint.check_destination(dst, force=force)
     if dst.exists() and dst.resolve() == src.resolve():
@@ -134,11 +100,11 @@ def convert(
 
     start = time.perf_counter()
     for name in {fin.framework, fout.framework, *checkers} - {None}:
-        _checkpoint_module(name)
+        frameworks.load_checkpoints(name)
     timings["import_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    ckpt = checkpoint.read(src, fin, arch)
+    ckpt = checkpoint.read(src, fin, arch, option="src_format")
     spec, notes = checkpoint.architecture(ckpt, src, arch)
     notes = ckpt.notes + notes
     weights, dtype_notes = checkpoint.prepare(ckpt.weights, spec, src, keep_dtype=keep_dtype,
@@ -176,39 +142,3 @@ def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def format_report(report: dict) -> str:
-    """The human-readable report."""
-    t = report["timings"]
-    lines = [
-        f"{report['src']} ({FORMATS[report['from']].label}) -> {report['dst']} ({FORMATS[report['to']].label})",
-        f"architecture: {report['architecture']}",
-        *(f"  note: {note}" for note in report["notes"]),
-    ]
-    if report["written"]:
-        lines.append(f"wrote {report['dst']}: {report['tensors']} tensors, {report['values']:,} values, {report['dtype']}, "
-                     f"{report['bytes'] / 1e6:.1f} MB; read {t['read_s']:.2f} s, write {t['write_s']:.2f} s "
-                     f"(framework imports {t['import_s']:.1f} s)")
-    v = report["verification"]
-    if v is None:
-        lines.append("not verified (--no-verify)")
-    else:
-        src, dst = (frameworks.LABELS[f] for f in v["frameworks"])
-        lines.append(
-            f"verify: SRC weights in {src} vs DST read back in {dst}, random batch NHWC {tuple(v['input_shape_nhwc'])}: "
-            f"logits relative error {v['relative_error']:.1e} (tolerance {v['tolerance']:.0e}), weights bit-identical: "
-            f"{'yes' if v['weights_identical'] else 'no'} -> {'PASS' if v['passed'] else 'FAIL'}"
-        )
-        if not v["passed"]:
-            lines.append(f"{report['dst']} was not written: the converted file does not compute what {report['src']} does")
-    return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    report = convert(
-        args.src, args.dst, arch=args.arch, src_format=args.src_format, dst_format=args.dst_format, force=args.force,
-        verify_output=args.verify, keep_dtype=args.keep_dtype, allow_nonfinite=args.allow_nonfinite, seed=args.seed,
-    )
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return EXIT_OK if report["passed"] else EXIT_FAIL

@@ -1,4 +1,8 @@
-"""Lazy access to the three implementations by short name; imports a framework only when asked."""
+"""The one way to reach a framework: its implementation package, checkpoint backend and trainer, loaded lazily.
+
+A framework is imported only when one of these is asked for; each module is checked against its
+Protocol in ``shared.contract`` when first loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +11,48 @@ import importlib
 import importlib.util
 import os
 import sys
-from types import ModuleType
+from dataclasses import dataclass
 
-# short name -> (implementation package, the framework it needs)
-FRAMEWORKS: dict[str, tuple[str, str]] = {
-    "torch": ("pytorch_impl", "torch"),
-    "tf": ("tensorflow_impl", "tensorflow"),
-    "jax": ("jax_impl", "flax"),
+from .contract import CheckpointBackend, Implementation, Trainer, missing_members
+from .errors import FrameworkUnavailable, ResNetParityError
+
+
+@dataclass(frozen=True)
+class Framework:
+    name: str  # the short name used everywhere: "torch", "tf", "jax"
+    label: str  # for people: "PyTorch"
+    package: str  # the implementation package
+    requires: str  # the distribution it imports, and the extra that installs it
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    f.name: f
+    for f in [
+        Framework("torch", "PyTorch", "pytorch_impl", "torch"),
+        Framework("tf", "Keras/TF", "tensorflow_impl", "tensorflow"),
+        Framework("jax", "Flax NNX", "jax_impl", "flax"),
+    ]
 }
 ALIASES = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf", "flax": "jax"}
-LABELS = {"torch": "PyTorch", "tf": "Keras/TF", "jax": "Flax NNX"}
+LABELS = {name: f.label for name, f in FRAMEWORKS.items()}
 
 
 def canonical_name(name: str) -> str:
-    """'pytorch' -> 'torch', 'keras' -> 'tf', 'flax' -> 'jax'; ValueError for anything else."""
+    """'pytorch' -> 'torch', 'keras' -> 'tf', 'flax' -> 'jax'; ResNetParityError for anything else."""
     name = ALIASES.get(name.lower(), name.lower())
     if name not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
+        raise ResNetParityError(f"unknown framework {name!r}; choose from {', '.join(FRAMEWORKS)}")
     return name
 
 
 def installed() -> list[str]:
     """Short names of the frameworks importable here, without importing them."""
-    return [name for name, (_, dist) in FRAMEWORKS.items() if importlib.util.find_spec(dist) is not None]
+    return [name for name, f in FRAMEWORKS.items() if importlib.util.find_spec(f.requires) is not None]
 
 
 @contextlib.contextmanager
 def quiet_native_stderr():
-    """Silence what C++ libraries print on fd 2 (TensorFlow's CUDA and oneDNN notices); RESNET_PARITY_DEBUG=1 keeps it."""
+    """Silence what C++ libraries print on fd 2 (TensorFlow's CUDA notices); RESNET_PARITY_DEBUG=1 keeps it."""
     if os.environ.get("RESNET_PARITY_DEBUG"):
         yield
         return
@@ -49,11 +67,39 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-def load(name: str) -> ModuleType:
-    """The implementation package for a framework short name (imported once)."""
-    package, dist = FRAMEWORKS[canonical_name(name)]
-    if package in sys.modules:
-        return sys.modules[package]
-    if importlib.util.find_spec(dist) is None:
-        raise ModuleNotFoundError(f"{LABELS[canonical_name(name)]} needs the '{dist}' package: pip install 'resnet-parity[{canonical_name(name)}]'")
-    return importlib.import_module(package)
+def _load(name: str, submodule: str, protocol: type):
+    framework = FRAMEWORKS[canonical_name(name)]
+    module_name = f"{framework.package}.{submodule}" if submodule else framework.package
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if importlib.util.find_spec(framework.requires) is None:
+        raise FrameworkUnavailable(
+            f"{framework.label} needs the '{framework.requires}' package: pip install 'resnet-parity[{framework.name}]'")
+    with quiet_native_stderr():
+        module = importlib.import_module(module_name)
+    if missing := missing_members(module, protocol):
+        raise TypeError(f"{module_name} does not implement {protocol.__name__}: missing {', '.join(missing)}")
+    return module
+
+
+def load(name: str) -> Implementation:
+    """The implementation package of a framework (``pytorch_impl``): models and weights."""
+    return _load(name, "", Implementation)
+
+
+def load_checkpoints(name: str) -> CheckpointBackend:
+    """A framework's checkpoint backend (``pytorch_impl.checkpoint``): its own file formats."""
+    return _load(name, "checkpoint", CheckpointBackend)
+
+
+def load_trainer(name: str) -> Trainer:
+    """A framework's trainer (``pytorch_impl.train``): the training step in its idiom."""
+    return _load(name, "train", Trainer)
+
+
+@contextlib.contextmanager
+def numerics(names: list[str], dtype: str):
+    """Every named framework's ``numerics(dtype)`` at once (see ``shared.contract.Implementation.numerics``);
+    yields {framework: the settings it applied}."""
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(load(name).numerics(dtype)) for name in names}

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import ArchitectureError
 from .spec import PRESETS, ResNetSpec
 from .weights import IGNORED_SUFFIXES, WeightMismatchError, check_weights
 
@@ -25,10 +26,6 @@ MAJOR = ("block", "stem", "preact", "batch_norm")
 UNRECORDED = ("stride_on", "strides", "stride_block", "padding", "bn_eps")
 # Not part of the network itself.
 LABELS = ("name", "source", "image_size")
-
-
-class ArchitectureError(ValueError):
-    """Weights that fit no preset, or fit several that compute different things; one line."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +47,7 @@ class Inference:
         notes = [f"architecture inferred from the weights: {self.describe()}"]
         if self.assumed:
             values = ", ".join(f"{k}={v}" for k, v in self.assumed.items())
-            notes.append(f"not recorded in the weights, taken from {self.preset}: {values} (pass --arch to choose)")
+            notes.append(f"not recorded in the weights, taken from {self.preset}: {values} (pass arch=NAME to choose)")
         return notes
 
 
@@ -160,7 +157,7 @@ def infer(weights: Mapping[str, np.ndarray]) -> Inference:
         differ = sorted({k for o in rivals.values() for k, v in _unrecorded(o, observed).items() if v != getattr(spec, k)})
         names = ", ".join([best.name, *rivals])
         raise ArchitectureError(f"ambiguous: the weights fit {names} equally well, and these differ in "
-                                f"{', '.join(differ)}, which weights do not record; pass --arch")
+                                f"{', '.join(differ)}, which weights do not record; pass arch=NAME")
     try:
         check_weights(spec, weights)
     except WeightMismatchError as err:

@@ -4,32 +4,60 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
+
+from .errors import SpecError
 
 BlockKind = Literal["basic", "bottleneck"]
 StemKind = Literal["imagenet", "cifar"]
 ShortcutKind = Literal["projection", "pad", "avgpool_pad"]
+StrideOn = Literal["3x3", "1x1"]
+StrideBlock = Literal["first", "last"]
+Padding = Literal["symmetric", "tf_same"]
+# the fields whose values form a closed set
+_CHOICES = {"block": BlockKind, "stem": StemKind, "shortcut": ShortcutKind, "stride_on": StrideOn,
+            "stride_block": StrideBlock, "padding": Padding}
 
 
 @dataclass(frozen=True)
 class ResNetSpec:
     """One ResNet: every number and every structural choice the three models read.
 
-    Field meanings where a reader could guess wrong:
+    Fields (each structural one takes a value from a closed set, checked on construction):
+
+    - ``name``: the preset's name, or any label for a custom spec.
+    - ``block``: "basic" (two 3x3 convs) or "bottleneck" (1x1, 3x3, 1x1; 4x wider output).
+    - ``layers``: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+    - ``widths``: each stage's *bottleneck* width, the channels of its 3x3 convs (64, 128, 256, 512 for
+      ResNet-50, whose stage outputs are 4x that). References disagree here: Hugging Face's
+      ``hidden_sizes`` are the stage outputs.
+    - ``strides``: each stage's stride (its first block's, or its last's, see ``stride_block``).
     - ``stem``: "imagenet" = conv 7x7/2 + BN + ReLU + max-pool 3x3/2; "cifar" = conv 3x3/1 + BN + ReLU.
+    - ``stem_width``: the stem conv's output channels.
     - ``shortcut``: used where the channel count changes. "projection" = 1x1 conv (+ BN when
       ``shortcut_bn``); "pad" = option A of He et al. 2016 §4.2 (subsample, zero-pad channels);
       "avgpool_pad" = the TF seed's 2x2 average pool, then zero-pad channels. Where only the
       resolution changes, the shortcut subsamples (Keras ResNetV2's 1x1 max-pool).
+    - ``shortcut_bn``: whether a projection shortcut has a BN after its conv.
     - ``stride_on``: which bottleneck conv strides: "3x3" (v1.5, torchvision) or "1x1" (v1, Keras).
     - ``stride_block``: which block of a stage strides: "first" (torchvision) or "last" (Keras V2).
     - ``conv_bias``: True puts a bias on every conv; False only on convs not followed by BN
       (a bias right before BN is redundant, and that rule reproduces every published variant).
+    - ``batch_norm``: False drops every BN (the TF seed network).
+    - ``preact``: pre-activation blocks (He et al. 2016b): BN-ReLU before each conv, a ``post_bn``
+      after the last stage, no BN in the stem.
+    - ``relu_after_add``: True: ReLU after the addition (He et al.); False: ReLU at the end of the
+      residual branch, then the addition (the TF seed network).
     - ``padding``: "symmetric" pads k//2 on each side like PyTorch; "tf_same" is TensorFlow's
       'same', which pads bottom/right more at stride 2 (kept only for the TF seed network).
     - ``pool_zero_pad``: Keras applications pads the stem max-pool with zeros, not -inf; after a
       ReLU that is the same, in V2 (no ReLU before the pool) it is not.
+    - ``bn_eps``: BN's epsilon (PyTorch's 1e-5 default; Keras applications uses 1.001e-5).
     - ``bn_momentum`` follows PyTorch: the weight of the *new* batch (Keras/Flax use 1 - it).
+    - ``in_channels``, ``num_classes``: the input's channels and the classifier's outputs.
+    - ``image_size``: the input side the preset was made for (a default for tests and commands;
+      every preset takes other sizes).
+    - ``source``: where the preset comes from, for people.
     """
 
     name: str
@@ -41,13 +69,13 @@ class ResNetSpec:
     stem_width: int = 64
     shortcut: ShortcutKind = "projection"
     shortcut_bn: bool = True
-    stride_on: Literal["3x3", "1x1"] = "3x3"
-    stride_block: Literal["first", "last"] = "first"
+    stride_on: StrideOn = "3x3"
+    stride_block: StrideBlock = "first"
     conv_bias: bool = False
     batch_norm: bool = True
     preact: bool = False
     relu_after_add: bool = True
-    padding: Literal["symmetric", "tf_same"] = "symmetric"
+    padding: Padding = "symmetric"
     pool_zero_pad: bool = False
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
@@ -57,19 +85,23 @@ class ResNetSpec:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if not (len(self.layers) == len(self.widths) == len(self.strides)):
-            raise ValueError(f"{self.name}: layers, widths and strides differ in length")
-        if self.block not in ("basic", "bottleneck"):
-            raise ValueError(f"{self.name}: unknown block {self.block!r}")
-        if self.stem not in ("imagenet", "cifar"):
-            raise ValueError(f"{self.name}: unknown stem {self.stem!r}")
-        if self.shortcut not in ("projection", "pad", "avgpool_pad"):
-            raise ValueError(f"{self.name}: unknown shortcut {self.shortcut!r}")
-        if self.padding not in ("symmetric", "tf_same"):
-            raise ValueError(f"{self.name}: unknown padding {self.padding!r}")
-        for field in ("in_channels", "num_classes", "stem_width"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)}")
+        for field, kind in _CHOICES.items():
+            if getattr(self, field) not in get_args(kind):
+                choices = ", ".join(map(repr, get_args(kind)))
+                raise SpecError(f"{self.name}: {field}={getattr(self, field)!r} is not one of {choices}")
+        for field in dataclasses.fields(self):
+            if field.type == "bool" and not isinstance(getattr(self, field.name), bool):
+                raise SpecError(f"{self.name}: {field.name} must be True or False, got {getattr(self, field.name)!r}")
+        if not (len(self.layers) == len(self.widths) == len(self.strides)) or not self.layers:
+            raise SpecError(f"{self.name}: layers, widths and strides must be non-empty and of one length")
+        for field in ("layers", "widths", "strides"):
+            if not all(isinstance(v, int) and v >= 1 for v in getattr(self, field)):
+                raise SpecError(f"{self.name}: {field} must hold integers >= 1, got {getattr(self, field)}")
+        for field in ("in_channels", "num_classes", "stem_width", "image_size"):
+            if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
+                raise SpecError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)!r}")
+        if not 0 < self.bn_eps < 1 or not 0 < self.bn_momentum < 1:
+            raise SpecError(f"{self.name}: bn_eps and bn_momentum must lie in (0, 1), got {self.bn_eps}, {self.bn_momentum}")
 
     @property
     def expansion(self) -> int:
@@ -107,7 +139,7 @@ class ResNetSpec:
                 else:
                     s1, s3 = (s, 1) if self.stride_on == "1x1" else (1, s)
                     convs = ((in_ch, width, 1, s1), (width, width, 3, s3), (width, out_ch, 1, 1))
-                plans.append(BlockPlan(f"layer{stage + 1}.{index}", in_ch, out_ch, s, shortcut, convs))
+                plans.append(BlockPlan(f"layer{stage + 1}.{index}", stage + 1, in_ch, out_ch, s, shortcut, convs))
                 in_ch = out_ch
         return plans
 
@@ -119,7 +151,8 @@ class ResNetSpec:
 class BlockPlan:
     """One block as the models build it; derived from a spec, never written by hand."""
 
-    prefix: str
+    prefix: str  # the canonical module path, 'layer3.2'
+    stage: int  # 1-based, as in 'layer3'
     in_channels: int
     out_channels: int
     stride: int
@@ -192,8 +225,8 @@ def get_spec(name: str | ResNetSpec, **overrides) -> ResNetSpec:
         try:
             spec = PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown architecture {name!r}; known: {', '.join(PRESETS)}") from None
+            raise SpecError(f"unknown architecture {name!r}; known: {', '.join(PRESETS)}") from None
     unknown = set(overrides) - {f.name for f in dataclasses.fields(ResNetSpec)}
     if unknown:
-        raise ValueError(f"unknown spec fields: {', '.join(sorted(unknown))}")
+        raise SpecError(f"unknown spec fields: {', '.join(sorted(unknown))}")
     return spec.replace(**overrides) if overrides else spec

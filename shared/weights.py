@@ -12,6 +12,7 @@ from typing import Literal, Mapping
 
 import numpy as np
 
+from .errors import WeightMismatchError
 from .spec import ResNetSpec
 
 LayerKind = Literal["conv", "bn", "linear"]
@@ -24,18 +25,6 @@ BN_STATS = ("running_mean", "running_var")
 BN_STAT_SUFFIXES = tuple(f".{name}" for name in BN_STATS)  # canonical keys that end so are statistics
 # Buffers torch keeps that carry no weight; accepted on input, never produced.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
-
-
-class WeightMismatchError(ValueError):
-    """Weights do not fit the model: lists every missing, unexpected and mis-shaped key."""
-
-    def __init__(self, missing=(), unexpected=(), mismatched=(), context: str = ""):
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-        lines = [f"weights do not match {context}".rstrip()]
-        lines += [f"  missing: {k}" for k in self.missing]
-        lines += [f"  unexpected: {k}" for k in self.unexpected]
-        lines += [f"  wrong shape: {k}: got {got}, expected {want}" for k, got, want in self.mismatched]
-        super().__init__("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -95,11 +84,12 @@ def canonical_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:
     return {f"{l.path}.{p}": s for l in canonical_layers(spec) for p, s in l.shapes.items()}
 
 
-def count_parameters(spec: ResNetSpec) -> tuple[int, int]:
-    """(trainable parameters, BN running statistics) as torchvision counts them, from the spec alone."""
+def count_parameters(spec: ResNetSpec, weights: Mapping[str, np.ndarray] | None = None) -> tuple[int, int]:
+    """(trainable parameters, BN running statistics) as torchvision counts them: of ``weights`` where given
+    (the spec's tensors among them), else from the spec alone."""
     params = stats = 0
     for key, shape in canonical_shapes(spec).items():
-        n = int(np.prod(shape))
+        n = int(np.prod(shape if weights is None else np.shape(weights[key])))
         if key.endswith(BN_STAT_SUFFIXES):
             stats += n
         else:
@@ -166,6 +156,13 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     if not np.isfinite(diff):
         return float("inf")  # NaN or Inf anywhere is a mismatch, never a silent pass
     return diff / scale if scale > 0 else diff
+
+
+def worst_error(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> tuple[float, str]:
+    """The largest per-tensor relative error of ``a`` against ``b`` over ``b``'s keys, and its key."""
+    errors = {k: relative_error(a[k], b[k]) for k in b}
+    key = max(errors, key=errors.get)
+    return errors[key], key
 
 
 def randomize(spec: ResNetSpec, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:

@@ -2,9 +2,8 @@
 
 import os
 
-# Before TensorFlow loads: pick the backend, keep oneDNN (and its start-up notice, and its
-# low-bit differences) out, and silence the C++ logs (Python exceptions still surface).
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Before TensorFlow loads: silence its C++ logs (Python exceptions still surface) and keep oneDNN
+# (and its low-bit differences) out. TODO: the float64-floor tolerances make oneDNN's bits acceptable.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -13,13 +12,18 @@ from shared.frameworks import quiet_native_stderr  # noqa: E402
 # TensorFlow's C++ start-up notices (the CUDA probe) are written to fd 2 before any log level applies
 with quiet_native_stderr():
     import tensorflow  # noqa: E402, F401
+    import keras  # noqa: E402
 
-from .resnet import ResNet, build_model  # noqa: E402
-from .weights import export_weights, features, import_weights  # noqa: E402
+if keras.backend.backend() != "tensorflow":
+    raise ImportError(f"tensorflow_impl needs Keras on the TensorFlow backend, but KERAS_BACKEND selects "
+                      f"{keras.backend.backend()!r}: unset it or set KERAS_BACKEND=tensorflow before Keras is imported")
+
+from .resnet import LAYOUT, ResNet, build_model  # noqa: E402
+from .weights import export_weights, features, import_weights, numerics  # noqa: E402
 from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .keras_applications import from_keras_applications, to_keras_applications  # noqa: E402
 
 __all__ = [
-    "ResNet", "build_model", "export_weights", "features", "from_keras_applications", "import_weights",
+    "LAYOUT", "ResNet", "build_model", "export_weights", "features", "from_keras_applications", "import_weights", "numerics",
     "load_checkpoint", "save_checkpoint", "to_keras_applications",
 ]

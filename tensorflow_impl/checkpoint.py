@@ -176,7 +176,7 @@ def _read_by_position(
     """
     if spec is None:
         raise CheckpointError(f"{path}: records no layer names (an older Keras 3 saved it), so its "
-                              "variables can only be read by position: pass --arch NAME")
+                              "variables can only be read by position: pass arch=NAME")
     for group in groups:
         for i in range(len(group)):
             _check_storage(group[str(i)])

@@ -10,47 +10,59 @@ from keras import layers, ops
 
 from shared.spec import BlockPlan, ResNetSpec, get_spec
 
-# torchvision's init, spelled out: He normal over fan-out for convs
-CONV_INIT = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+LAYOUT = "NHWC"
 
 
 @keras.saving.register_keras_serializable(package="resnet_parity")
 class Conv2d(layers.Conv2D):
-    """Conv2D that pads like PyTorch (k//2 on every side) or like TensorFlow's 'same'."""
+    """Conv2D that pads like PyTorch (k//2 on every side, by hand) or like TensorFlow's 'same' (more at the bottom/right)."""
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, *, pad: str = "symmetric", **kwargs):
         self.pad = pad
+        self.explicit_pad = kernel_size // 2 if pad == "symmetric" else 0
         padding = "same" if pad == "tf_same" else "valid"
-        super().__init__(filters, kernel_size, strides, padding=padding, kernel_initializer=CONV_INIT, **kwargs)
-
-    @property
-    def symmetric_pad(self) -> int:
-        return self.kernel_size[0] // 2 if self.pad == "symmetric" else 0
+        super().__init__(filters, kernel_size, strides, padding=padding, **kwargs)
 
     def call(self, x):
-        p = self.symmetric_pad
-        if p:
+        if p := self.explicit_pad:
             x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
         return super().call(x)
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
-        p = 2 * self.symmetric_pad
+        p = 2 * self.explicit_pad
         return super().compute_output_shape((n, h + p if h else h, w + p if w else w, c))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "pad": self.pad}
 
 
-def conv(spec: ResNetSpec, cout: int, k: int, stride: int, bias: bool, name: str, dtype) -> Conv2d:
-    return Conv2d(cout, k, stride, pad=spec.padding, use_bias=bias, name=name, dtype=dtype)
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, name: str, seed, dtype) -> layers.Layer:
+    del cin  # Keras reads the input channels off the first batch
+    # torchvision's init, spelled out: He normal over fan-out
+    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
+    return Conv2d(cout, kernel, stride, pad=spec.padding, use_bias=bias, kernel_initializer=init, name=name, dtype=dtype)
 
 
-def norm(spec: ResNetSpec, name: str, dtype) -> layers.Layer:
+def norm(spec: ResNetSpec, channels: int, *, name: str, dtype) -> layers.Layer:
+    del channels  # read off the first batch, as for conv
     if not spec.batch_norm:
         return layers.Identity(name=name, dtype=dtype)
     # Keras momentum is the weight of the old value: 1 - PyTorch's
     return layers.BatchNormalization(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
+
+
+class MaxPool(layers.Layer):
+    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+
+    def __init__(self, spec: ResNetSpec, **kwargs):
+        super().__init__(**kwargs)
+        self.pad_value = 0.0 if spec.pool_zero_pad else -math.inf
+
+    def call(self, x):
+        # Keras's 'same' max-pool pads the bottom/right only at stride 2: pad by hand, then 'valid'
+        x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=self.pad_value)
+        return ops.max_pool(x, 3, 2, "valid")
 
 
 class Shortcut(layers.Layer):
@@ -70,48 +82,51 @@ class Shortcut(layers.Layer):
         return ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]]) if self.pad else x
 
 
-def make_shortcut(spec: ResNetSpec, plan: BlockPlan, dtype) -> list[layers.Layer] | layers.Layer | None:
+class Sequential(keras.Sequential):
+    """keras.Sequential that can be indexed like torch's nn.Sequential, so 'downsample.0' names its first layer."""
+
+    def __getitem__(self, index: int) -> layers.Layer:
+        return self.layers[index]
+
+
+def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, seed, dtype) -> layers.Layer:
+    p = f"{plan.prefix}.downsample"
     if plan.shortcut == "identity":
-        return None
+        return layers.Identity(name=p, dtype=dtype)
     if plan.shortcut == "projection":
         with_bn = spec.batch_norm and spec.shortcut_bn
-        p = f"{plan.prefix}.downsample"
-        projection = [conv(spec, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn), f"{p}.0", dtype)]
-        return projection + [norm(spec, f"{p}.1", dtype)] if with_bn else projection
-    return Shortcut(plan, name=f"{plan.prefix}.downsample", dtype=dtype)
+        bias = spec.has_bias(with_bn)
+        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, name=f"{p}.0", seed=seed, dtype=dtype)]
+        if with_bn:
+            projection.append(norm(spec, plan.out_channels, name=f"{p}.1", dtype=dtype))
+        return Sequential(projection, name=p)
+    return Shortcut(plan, name=p, dtype=dtype)
 
 
 class Block(layers.Layer):
     """A residual block; basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) is data in ``plan.convs``."""
 
-    def __init__(self, spec: ResNetSpec, plan: BlockPlan, **kwargs):
+    def __init__(self, spec: ResNetSpec, plan: BlockPlan, *, seed, **kwargs):
         super().__init__(name=plan.prefix, **kwargs)
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
         dtype = self.dtype_policy
-        for i, (cin, cout, k, stride) in enumerate(plan.convs, start=1):
+        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
             last = i == self.depth
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, f"{plan.prefix}.bn{i}", dtype))
+                setattr(self, f"bn{i}", norm(spec, cin, name=f"{plan.prefix}.bn{i}", dtype=dtype))
             bias = spec.has_bias(not (last and self.preact))
-            setattr(self, f"conv{i}", conv(spec, cout, k, stride, bias, f"{plan.prefix}.conv{i}", dtype))
+            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, name=f"{plan.prefix}.conv{i}", seed=seed, dtype=dtype))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, f"{plan.prefix}.bn{i}", dtype))
-        self.downsample = make_shortcut(spec, plan, dtype)
+                setattr(self, f"bn{i}", norm(spec, cout, name=f"{plan.prefix}.bn{i}", dtype=dtype))
+        self.downsample = make_shortcut(spec, plan, seed=seed, dtype=dtype)
+        self.projects = plan.shortcut == "projection"
 
-    def shortcut(self, x, training):
-        if self.downsample is None:
-            return x
-        if isinstance(self.downsample, list):
-            for layer in self.downsample:
-                x = layer(x, training=training) if isinstance(layer, layers.BatchNormalization) else layer(x)
-            return x
-        return self.downsample(x)
-
+    # `training` reaches the BatchNormalization layers; Keras drops it for layers whose call takes none
     def call(self, x, training=False):
         if self.preact:
             return self.call_preact(x, training)
-        identity = self.shortcut(x, training)
+        identity = self.downsample(x, training=training)
         out = x
         for i in range(1, self.depth + 1):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out), training=training)
@@ -124,7 +139,7 @@ class Block(layers.Layer):
     def call_preact(self, x, training):
         # He et al. 2016b: BN-ReLU before every conv; a projection reads the pre-activated input
         preact = ops.relu(self.bn1(x, training=training))
-        identity = self.shortcut(preact if isinstance(self.downsample, list) else x, training)
+        identity = self.downsample(preact if self.projects else x, training=training)
         out = self.conv1(preact)
         for i in range(2, self.depth + 1):
             out = getattr(self, f"conv{i}")(ops.relu(getattr(self, f"bn{i}")(out, training=training)))
@@ -133,41 +148,37 @@ class Block(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet_parity")
 class ResNet(keras.Model):
-    def __init__(self, spec: ResNetSpec, **kwargs):
+    def __init__(self, spec: ResNetSpec, *, seed: int | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", spec.name), **kwargs)
         self.spec = spec
         dtype = self.dtype_policy
-        stem_bn = spec.batch_norm and not spec.preact
+        # a local generator for the initialisers: Keras's global seed is left alone
+        seed = keras.random.SeedGenerator(seed)
         k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = conv(spec, spec.stem_width, k, stride, spec.has_bias(stem_bn), "conv1", dtype)
-        self.bn1 = norm(spec, "bn1", dtype) if stem_bn else None
+        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact),
+                          name="conv1", seed=seed, dtype=dtype)
+        if not spec.preact:
+            self.bn1 = norm(spec, spec.stem_width, name="bn1", dtype=dtype)
+        self.maxpool = MaxPool(spec, name="maxpool", dtype=dtype) if spec.stem == "imagenet" else layers.Identity(name="maxpool", dtype=dtype)
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan, dtype=dtype) for plan in spec.blocks() if plan.prefix.startswith(f"layer{stage}.")]
+            blocks = [Block(spec, plan, seed=seed, dtype=dtype) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", blocks)
         if spec.preact:
-            self.post_bn = norm(spec, "post_bn", dtype)
+            self.post_bn = norm(spec, spec.final_width, name="post_bn", dtype=dtype)
         bound = 1 / math.sqrt(spec.final_width)
-        fc_init = keras.initializers.RandomUniform(-bound, bound)
+        fc_init = keras.initializers.RandomUniform(-bound, bound, seed=seed)
         self.fc = layers.Dense(spec.num_classes, kernel_initializer=fc_init, bias_initializer=fc_init, name="fc", dtype=dtype)
 
-    def maxpool(self, x):
-        if self.spec.stem != "imagenet":
-            return x
-        pad_value = 0.0 if self.spec.pool_zero_pad else -math.inf
-        x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=pad_value)
-        return ops.max_pool(x, 3, 2, "valid")
-
     def forward_features(self, x, training=False) -> dict:
-        """Output of each top-level stage, in order: stem, layer1.., avgpool, flatten, fc."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
         feats = {}
         x = self.conv1(x)
         if not self.spec.preact:
-            x = ops.relu(self.bn1(x, training=training) if self.bn1 is not None else x)
+            x = ops.relu(self.bn1(x, training=training))
         feats["stem"] = x = self.maxpool(x)
         for stage in range(1, self.spec.num_stages + 1):
-            for block in getattr(self, f"layer{stage}"):
-                x = block(x, training=training)
-            feats[f"layer{stage}"] = x
+            for index, block in enumerate(getattr(self, f"layer{stage}")):
+                feats[f"layer{stage}.{index}"] = x = block(x, training=training)
         if self.spec.preact:
             x = ops.relu(self.post_bn(x, training=training))
         feats["avgpool"] = x = ops.mean(x, axis=(1, 2), keepdims=True)
@@ -176,7 +187,7 @@ class ResNet(keras.Model):
         return feats
 
     def call(self, x, training=False):
-        return self.forward_features(x, training=training)["fc"]
+        return self.forward_features(x, training)["fc"]
 
     def get_config(self) -> dict:
         return {"spec": dataclasses.asdict(self.spec), "name": self.name, "dtype": self.dtype_policy.name}
@@ -196,8 +207,6 @@ class ResNet(keras.Model):
 
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
     """A built ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits."""
-    spec = get_spec(spec_or_name)
-    keras.utils.set_random_seed(seed)
-    model = ResNet(spec, dtype=dtype)
+    model = ResNet(get_spec(spec_or_name), seed=seed, dtype=dtype)
     model.build_for(32)
     return model

@@ -28,10 +28,10 @@ from shared.recipe import SGD, Convention, Recipe, learning_rates
 from shared.weights import BN_STAT_SUFFIXES, mapped_variables, to_canonical
 
 from .resnet import ResNet
-from .weights import PARAMS
+from .weights import PARAMS, inputs
 
 BN_RUNNING_VAR: Convention = "biased"
-CHECKPOINT_FILES = ("model.weights.h5", "optimizer.npz")
+TRAINING_STATE_FILES = ("model.weights.h5", "optimizer.npz")
 
 
 class LearningRateTable(keras.optimizers.schedules.LearningRateSchedule):
@@ -116,15 +116,11 @@ def _train_step(model: ResNet, optimizer: keras.optimizers.Optimizer, x, y, reci
     return loss, logits
 
 
-def _inputs(model: ResNet, x: np.ndarray) -> tf.Tensor:
-    return tf.constant(np.asarray(x), dtype=model.dtype_policy.compute_dtype)
-
-
 def train_step(model: ResNet, optimizer: keras.optimizers.Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
     """One optimizer step on an NHWC batch; returns the loss and the train-mode logits (before the step)."""
     if not optimizer.built:
         optimizer.build(model.trainable_variables)  # outside tf.function, which creates variables only on its first trace
-    loss, logits = _train_step(model, optimizer, _inputs(model, x), tf.constant(np.asarray(y), tf.int64), recipe)
+    loss, logits = _train_step(model, optimizer, inputs(model, x), tf.constant(np.asarray(y), tf.int64), recipe)
     return float(loss), logits.numpy()
 
 
@@ -132,7 +128,7 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
     mapped = [(k, var, perm) for k, var, perm in mapped_variables(model.spec, model, PARAMS) if not k.endswith(BN_STAT_SUFFIXES)]
     with tf.GradientTape() as tape:
-        loss = _loss(model(_inputs(model, x), training=True), tf.constant(np.asarray(y), tf.int64), recipe)
+        loss = _loss(model(inputs(model, x), training=True), tf.constant(np.asarray(y), tf.int64), recipe)
     grads = tape.gradient(loss, [var for _, var, _ in mapped])
     return {key: to_canonical(g.numpy(), perm) for (key, _, perm), g in zip(mapped, grads)}
 
@@ -144,10 +140,10 @@ def _forward(model: ResNet, x):
 
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
-    return np.concatenate([_forward(model, _inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+    return np.concatenate([_forward(model, inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
 
 
-def save_checkpoint(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:
+def save_training_state(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:
     """The native checkpoint: Keras .weights.h5 for the model, the optimizer's own variables as .npz."""
     model.save_weights(os.path.join(directory, "model.weights.h5"))
     store: dict[str, np.ndarray] = {}
@@ -155,8 +151,8 @@ def save_checkpoint(directory: str, model: ResNet, optimizer: keras.optimizers.O
     np.savez(os.path.join(directory, "optimizer.npz"), **store)
 
 
-def load_checkpoint(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:
-    """Restore what ``save_checkpoint`` wrote, strictly."""
+def load_training_state(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:
+    """Restore what ``save_training_state`` wrote, strictly."""
     model.load_weights(os.path.join(directory, "model.weights.h5"))
     with np.load(os.path.join(directory, "optimizer.npz")) as saved:
         store = {k: saved[k] for k in saved.files}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+from typing import Iterator, Mapping
 
 import numpy as np
+import tensorflow as tf
 
 from shared.weights import (
     DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical,
@@ -32,7 +34,30 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
         var.assign(from_canonical(np.asarray(weights[key]), perm).astype(var.dtype))
 
 
+def inputs(model: ResNet, x: np.ndarray) -> tf.Tensor:
+    """An NHWC numpy batch as the model takes it: NHWC, the model's compute dtype."""
+    return tf.constant(np.asarray(x), dtype=model.dtype_policy.compute_dtype)
+
+
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
-    """Every stage's output for an NHWC numpy batch."""
-    x = np.asarray(x, dtype=model.dtype_policy.compute_dtype)
-    return {k: v.numpy() for k, v in model.forward_features(x, training=training).items()}
+    """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch."""
+    return {k: v.numpy() for k, v in model.forward_features(inputs(model, x), training=training).items()}
+
+
+@contextlib.contextmanager
+def numerics(dtype: str) -> Iterator[dict[str, str]]:
+    """An exact comparison's settings, for its duration only: no TF32 on GPUs. oneDNN stays as TensorFlow ships it.
+
+    Op determinism cannot be switched off again once on, so it is turned on only where a GPU is
+    visible (CPU kernels are deterministic), and then stays on for the process. Yields what was set.
+    """
+    saved = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    settings = {"tf.config.experimental.tensor_float_32_execution": "False"}
+    if tf.config.list_logical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()
+        settings["tf.config.experimental.op_determinism"] = "True (for the rest of the process)"
+    try:
+        yield settings
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(saved)

@@ -248,7 +248,7 @@ def strip_layer_names(path: Path) -> Path:
 
 def assert_read_only_by_position(path: Path, weights: dict, spec) -> None:
     """Refused without an architecture, bit-exact with one."""
-    with pytest.raises(CheckpointError, match="records no layer names.*--arch"):
+    with pytest.raises(CheckpointError, match="records no layer names.*pass arch=NAME"):
         checkpoint.load(path)
     weights_back, spec_back = checkpoint.load(path, arch=spec)
     assert spec_back == spec
@@ -506,7 +506,7 @@ def test_presets_that_differ_only_where_weights_are_silent_make_inference_ambigu
     twin = dataclasses.replace(PRESETS["resnet50"], name="resnet50_v1", stride_on="1x1")
     monkeypatch.setitem(PRESETS, "resnet50_v1", twin)
     weights = {k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(get_spec("resnet50")).items()}
-    with pytest.raises(ArchitectureError, match="ambiguous: .*resnet50, resnet50_v1.* stride_on.*pass --arch"):
+    with pytest.raises(ArchitectureError, match="ambiguous: .*resnet50, resnet50_v1.* stride_on.*pass arch=NAME"):
         infer(weights)
 
 

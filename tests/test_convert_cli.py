@@ -98,10 +98,10 @@ def test_verification_notices_a_broken_mapping(capsys, source, tmp_path, impls, 
 
 
 def test_verification_notices_a_skipped_transpose(capsys, source, tmp_path, impls, monkeypatch):
-    jax_checkpoint = impls["jax"].checkpoint
-    params = {kind: dict(table) for kind, table in jax_checkpoint.PARAMS.items()}
-    params["conv"]["weight"] = ("kernel", (3, 2, 1, 0))  # HWIO written as WHIO: square kernels fit either way
-    monkeypatch.setattr(jax_checkpoint, "PARAMS", params)
+    jax_weights = impls["jax"].weights  # the model adapter: the file itself is written right
+    params = {kind: dict(table) for kind, table in jax_weights.PARAMS.items()}
+    params["conv"]["weight"] = ("kernel", (3, 2, 1, 0))  # HWIO loaded as WHIO: square kernels fit either way
+    monkeypatch.setattr(jax_weights, "PARAMS", params)
     code, out, _ = convert(capsys, source, tmp_path / "out.msgpack", "--json")
     report = json.loads(out)
     assert code == 1 and report["verification"]["relative_error"] > 1e-3 and not report["written"]

@@ -1,7 +1,7 @@
 """keras.applications ResNets <-> canonical weights: random keras.applications models give our logits.
 
-Expected numbers come from outside the code under test: the parameter counts of issue 3 (Keras
-counts BN moving statistics as weights) and the logits of keras.applications' own models.
+Expected numbers come from outside the code under test: keras.applications' published parameter
+counts (Keras counts BN moving statistics as weights) and the logits of keras.applications' own models.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ CONSTRUCTORS = {
     "keras_resnet101v2": keras.applications.ResNet101V2,
     "keras_resnet152v2": keras.applications.ResNet152V2,
 }
-# issue 3: weights as Keras counts them, moving statistics included
+# keras.applications' documented sizes: weights as Keras counts them, moving statistics included
 KERAS_COUNTS = {
     "keras_resnet50": 25_636_712,
     "keras_resnet101": 44_707_176,

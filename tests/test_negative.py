@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.compare import TOLERANCE
+from shared.parity import TOLERANCE
 from shared.spec import get_spec
 from shared.weights import WeightMismatchError, randomize, relative_error
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from shared import frameworks
-from shared.compare import TOLERANCE
+from shared.parity import TOLERANCE
 from shared.spec import get_spec, list_specs
 from shared.weights import randomize, relative_error
 
@@ -37,6 +37,11 @@ def small_input(spec, dtype, size=None, batch=2, seed=0):
 @functools.lru_cache(maxsize=2)
 def matrix(arch: str, dtype: str, size: int | None = None) -> dict:
     """For each source: randomise it, export, import into the others, compare every stage and the round trip."""
+    with frameworks.numerics(FRAMEWORKS, dtype):
+        return _matrix(arch, dtype, size)
+
+
+def _matrix(arch: str, dtype: str, size: int | None) -> dict:
     impls = {name: frameworks.load(name) for name in FRAMEWORKS}
     spec = get_spec(arch)
     models = {name: impl.build_model(spec, dtype=dtype) for name, impl in impls.items()}
@@ -86,7 +91,7 @@ def test_full_size_224(impls, arch):
         model = impl.build_model(spec)
         impl.import_weights(model, weights)
         outs[name] = impl.features(model, x)
-    assert outs["torch"]["layer4"].shape == (1, 7, 7, spec.final_width)
+    assert outs["torch"][spec.blocks()[-1].prefix].shape == (1, 7, 7, spec.final_width)
     for name in ("tf", "jax"):
         for stage in outs["torch"]:
             assert relative_error(outs[name][stage], outs["torch"][stage]) <= TOLERANCE["float32"], (name, stage)

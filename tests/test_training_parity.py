@@ -2,7 +2,7 @@
 
 Per ordered pair of frameworks (6 directions) and per recipe: train-mode logits, the gradient of
 every parameter, every parameter after 1 and 5 steps, BN running mean and variance after them.
-Bounds: max|a-b| / max|b| <= 1e-5 in float32, <= 1e-10 in float64 (shared.train.TOLERANCE).
+Bounds: max|a-b| / max|b| <= 1e-5 in float32, <= 1e-10 in float64 (shared.train_parity.TOLERANCE).
 
 Configurations, and why:
 - float32 runs resnet20 on 16x16 batches of 4, with fixed seeds. Two correct float32 steps agree to
@@ -33,7 +33,7 @@ import torch
 from shared import frameworks
 from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert_running_var, learning_rates
 from shared.spec import get_spec
-from shared.train import TOLERANCE, compare_traces, random_batches, trace_training, train_module, train_parity
+from shared.train_parity import TOLERANCE, compare_traces, random_batches, trace_training, train_parity
 from shared.weights import canonical_layers, randomize, relative_error, resolve
 
 NAMES = ["torch", "tf", "jax"]
@@ -257,7 +257,7 @@ def test_schedule_reaches_the_optimizer(name):
     """The learning rate each framework applies, read back from plain SGD on the fc bias: p moves by lr * g."""
     spec = get_spec("resnet20")
     recipe = Recipe("plain", "resnet20", "random", SGD(lr=0.3), schedule=Schedule("cosine", warmup_steps=2))
-    impl, trainer = frameworks.load(name), train_module(name)
+    impl, trainer = frameworks.load(name), frameworks.load_trainer(name)
     model = impl.build_model(spec)
     impl.import_weights(model, randomize(spec, 0))
     opt = trainer.make_optimizer(model, recipe, 5)

@@ -1,7 +1,7 @@
-"""The variants of issue 3 against numbers and code from outside the implementation.
+"""The variants (CIFAR, d2l, the TF seed) against numbers and code from outside the implementation.
 
-Parameter counts come from He et al. 2016 (CIFAR table) and issue 3; shapes from the table the d2l
-seed prints; logits from the seeds' own networks, reproduced here as reference implementations.
+Parameter counts come from He et al. 2016 (CIFAR table) and the d2l seed's network; shapes from the
+table the d2l seed prints; logits from the seeds' own networks, reproduced here as reference implementations.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from torch import nn
 
 from shared import frameworks
 from shared.spec import get_spec
+from shared.summary import summary
 from shared.weights import count_parameters, relative_error
 
 torch_impl, tf_impl, jax_impl = (frameworks.load(name) for name in ("torch", "tf", "jax"))
@@ -24,7 +25,7 @@ import keras  # noqa: E402  (after tensorflow_impl has chosen the backend)
 from keras import layers, ops  # noqa: E402
 
 TOLERANCE = 1e-5  # relative error max|a-b| / max|b|, float32
-# He et al. 2016, §4.2 table (0.27M ... 19.4M), exact figures from issue 3; BN statistics not counted
+# He et al. 2016, §4.2 table (0.27M ... 19.4M), to the unit for option A; BN statistics not counted
 CIFAR_COUNTS = {
     "resnet20": 269_722,
     "resnet32": 464_154,
@@ -33,7 +34,7 @@ CIFAR_COUNTS = {
     "resnet110": 1_727_962,
     "resnet1202": 19_421_274,
 }
-D2L_COUNT = 11_178_378  # issue 3, d2l ResNet-18 with 1 input channel and 10 classes
+D2L_COUNT = 11_178_378  # the d2l seed's ResNet-18 (1 input channel, 10 classes), its own parameters()
 
 
 def torch_count(model: nn.Module) -> int:
@@ -168,10 +169,9 @@ def test_d2l_shape_table(d2l_net: nn.Sequential):
             x = layer(x)
             seed_shapes.append(tuple(x.shape))
     assert seed_shapes == D2L_SHAPES  # the reproduction prints what the seed printed
-    feats = torch_impl.features(torch_impl.build_model("d2l_resnet18"), np.zeros((1, 224, 224, 1), np.float32))
-    ours = [v.transpose(0, 3, 1, 2).shape if v.ndim == 4 else v.shape for v in feats.values()]
-    assert list(feats) == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "flatten", "fc"]
-    assert ours == D2L_SHAPES
+    rows = summary("d2l_resnet18", "torch")  # PyTorch's own layout, NCHW
+    assert [layer for layer, _ in rows] == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "flatten", "fc"]
+    assert [shape for _, shape in rows] == D2L_SHAPES
 
 
 def test_d2l_state_dict_ports_to_every_framework(d2l_net: nn.Sequential):

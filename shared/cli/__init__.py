@@ -1,0 +1,57 @@
+"""``resnet-parity``: ResNets in PyTorch, Keras and Flax that compute the same function.
+
+Compare the three frameworks on one architecture (or on your own checkpoint), convert checkpoints
+between their file formats with a verified result, print layer shapes, and train.
+"""
+
+# The command line only parses, prints and sets the exit code; the library in ``shared`` does the work.
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ResNetParityError
+from . import compare, convert, summary, train
+from .base import EXIT_USAGE, flags
+
+# subcommand -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
+SUBCOMMANDS = {
+    "compare": (compare, "port one framework's weights to the others and compare every block's output"),
+    "summary": (summary, "print each top-level layer's output shape"),
+    "convert": (convert, "convert a checkpoint file between formats and verify it"),
+    "train": (train, "train a ResNet on a local or embedded dataset"),
+}
+
+def build_parser() -> argparse.ArgumentParser:
+    title, _, details = __doc__.strip().partition("\n\n")
+    parser = argparse.ArgumentParser(
+        prog="resnet-parity", description=title.split(": ", 1)[1] + "\n\n" + details,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 pass, 1 mismatch (compare, convert), 2 bad input. 'resnet-parity COMMAND --help' for more.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # exits 2 on bad usage
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ResNetParityError, ValueError, OSError, ModuleNotFoundError) as exc:
+        if args.debug:
+            raise
+        print(f"resnet-parity {args.command}: error: {flags(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""``resnet-parity convert``: read a checkpoint in one format, write it in another, and show both compute the same.
+
+The new file is written beside DST under a temporary name, read back, run on one random batch
+against the source weights, and renamed into place only if it agrees: a failed conversion leaves
+no DST behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .. import frameworks
+from ..checkpoint import FORMATS
+from ..convert import convert
+from ..parity import TOLERANCE
+from ..spec import list_specs
+from .base import EXIT_FAIL, EXIT_OK, flags
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    formats = "; ".join(f"{name}: {f.label}" + (f" ({' '.join(f.suffixes)})" if f.suffixes else "")
+                        for name, f in FORMATS.items())
+    parser.epilog = (
+        f"formats: {formats}. A DST without a suffix is an Orbax directory. After writing, SRC and DST are loaded "
+        f"into their frameworks and run on one random batch; DST is kept only if the logits agree to "
+        f"{TOLERANCE['float32']:.0e} (relative), else exit 1. Bad input: one line naming the file, exit 2."
+    )
+    parser.add_argument("src", metavar="SRC", help="checkpoint to read: a file, or an Orbax directory")
+    parser.add_argument("dst", metavar="DST", help="checkpoint to write; its suffix picks the format")
+    parser.add_argument("--arch", choices=list_specs(), metavar="NAME",
+                        help="preset of SRC (default: what SRC records, else inferred from its weights)")
+    parser.add_argument("--from", dest="src_format", choices=list(FORMATS), metavar="FMT",
+                        help="format of SRC (default: by suffix)")
+    parser.add_argument("--to", dest="dst_format", choices=[n for n, f in FORMATS.items() if f.writable], metavar="FMT",
+                        help="format of DST (default: by suffix)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing DST")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip running both files on a random batch")
+    parser.add_argument("--keep-dtype", action="store_true",
+                        help="keep float16/bfloat16/float64 weights (default: float32)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="convert weights holding NaN or Inf instead of refusing")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random verification batch")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+
+
+def format_report(report: dict) -> str:
+    """The human-readable report."""
+    t = report["timings"]
+    lines = [
+        f"{report['src']} ({FORMATS[report['from']].label}) -> {report['dst']} ({FORMATS[report['to']].label})",
+        f"architecture: {report['architecture']}",
+        *(f"  note: {note}" for note in report["notes"]),
+    ]
+    if report["written"]:
+        lines.append(f"wrote {report['dst']}: {report['tensors']} tensors, {report['values']:,} values, {report['dtype']}, "
+                     f"{report['bytes'] / 1e6:.1f} MB; read {t['read_s']:.2f} s, write {t['write_s']:.2f} s "
+                     f"(framework imports {t['import_s']:.1f} s)")
+    v = report["verification"]
+    if v is None:
+        lines.append("not verified (--no-verify)")
+    else:
+        src, dst = (frameworks.LABELS[f] for f in v["frameworks"])
+        lines.append(
+            f"verify: SRC weights in {src} vs DST read back in {dst}, random batch NHWC {tuple(v['input_shape_nhwc'])}: "
+            f"logits relative error {v['relative_error']:.1e} (tolerance {v['tolerance']:.0e}), weights bit-identical: "
+            f"{'yes' if v['weights_identical'] else 'no'} -> {'PASS' if v['passed'] else 'FAIL'}"
+        )
+        if not v["passed"]:
+            lines.append(f"{report['dst']} was not written: the converted file does not compute what {report['src']} does")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    report = convert(
+        args.src, args.dst, arch=args.arch, src_format=args.src_format, dst_format=args.dst_format, force=args.force,
+        verify_output=args.verify, keep_dtype=args.keep_dtype, allow_nonfinite=args.allow_nonfinite, seed=args.seed,
+    )
+    report["notes"] = [flags(note) for note in report["notes"]]
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return EXIT_OK if report["passed"] else EXIT_FAIL

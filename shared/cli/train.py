@@ -1,0 +1,106 @@
+"""``resnet-parity train``: train in one framework, or in all three in lockstep, from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from .. import frameworks
+from ..datasets import list_datasets
+from ..recipe import RECIPES, Recipe, get_recipe
+from ..spec import list_specs
+from ..train import fit, train_all_frameworks
+from .base import EXIT_OK, CliError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--framework", help="torch, tf or jax (not with --all-frameworks)")
+    parser.add_argument("--recipe", default="digits", choices=list(RECIPES), help="named preset (default: digits, embedded)")
+    parser.add_argument("--arch", choices=list_specs(), metavar="NAME", help="preset architecture (default: the recipe's)")
+    parser.add_argument("--dataset", choices=list_datasets(), help="default: the recipe's")
+    parser.add_argument("--data-dir", help="folder holding the dataset's distribution files")
+    parser.add_argument("--image-size", type=int, help="resize images to this side (default: the recipe's)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="base learning rate")
+    parser.add_argument("--schedule", choices=("constant", "step", "cosine"))
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--weight-decay", type=float, help="L2 added to the gradient, as torch's SGD")
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation and data order")
+    parser.add_argument("--limit", type=int, help="use only the first N training and N test images")
+    parser.add_argument("--out", help="checkpoint folder (default: runs/<framework>-<arch>-<dataset>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
+    parser.add_argument("--all-frameworks", action="store_true", help="train all installed frameworks in lockstep")
+    parser.add_argument("--steps", type=int, default=20, help="steps for --all-frameworks")
+    parser.add_argument("--plot", help="PNG of the loss curves for --all-frameworks (default: <out>/loss_curves.png)")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The named preset with every option given on the command line applied."""
+    names = ("arch", "dataset", "image_size", "epochs", "batch_size", "lr", "schedule", "warmup_steps",
+             "weight_decay", "label_smoothing")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    return get_recipe(args.recipe, **overrides)
+
+
+
+def format_lockstep(report: dict) -> str:
+    """One row per step: each framework's loss and each framework's parameter drift from the reference."""
+    names = list(report["losses"])
+    others = list(report["parameter_drift"])
+    head = f"{'step':>5} " + " ".join(f"{'loss ' + n:>12}" for n in names) + " " + " ".join(f"{'drift ' + n:>12}" for n in others)
+    lines = [
+        f"{report['arch']} on {report['dataset']}, {report['steps']} steps from {frameworks.LABELS[report['reference']]}'s "
+        f"initial weights; drift = max over tensors of max|p - p_ref| / max|p_ref| (parameters, not BN statistics)",
+        head, "-" * len(head),
+    ]
+    for t in range(report["steps"]):
+        lines.append(f"{t + 1:>5} " + " ".join(f"{report['losses'][n][t]:>12.6f}" for n in names) + " "
+                     + " ".join(f"{report['parameter_drift'][n][t]:>12.2e}" for n in others))
+    return "\n".join(lines)
+
+
+def plot_losses(report: dict, path: str) -> None:
+    """A PNG of each framework's loss curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (n, losses), style in zip(report["losses"].items(), ("-", "--", ":")):
+        ax.plot(range(1, len(losses) + 1), losses, style, label=frameworks.LABELS[n])
+    ax.set(xlabel="step", ylabel="training loss", title=f"{report['arch']} on {report['dataset']}: same weights, same batches")
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if args.all_frameworks:
+        if args.framework or args.resume:
+            raise CliError("--all-frameworks trains every installed framework; drop --framework and --resume")
+        out = args.out or os.path.join("runs", f"all-{recipe.arch}-{recipe.dataset}")
+        report = train_all_frameworks(recipe, names=frameworks.installed(), steps=args.steps, seed=args.seed,
+                                      data_dir=args.data_dir, limit=args.limit)
+        print(format_lockstep(report))
+        plot = args.plot or os.path.join(out, "loss_curves.png")
+        plot_losses(report, plot)
+        print(f"loss curves: {plot}")
+        return EXIT_OK
+    if not args.framework:
+        raise CliError("choose --framework torch|tf|jax, or --all-frameworks")
+    name = frameworks.canonical_name(args.framework)
+    out = args.out or os.path.join("runs", f"{name}-{recipe.arch}-{recipe.dataset}")
+    state = fit(name, recipe, data_dir=args.data_dir, out=out, resume=args.resume, seed=args.seed,
+                limit=args.limit, stop_after=args.stop_after)
+    if state["history"]:
+        last = state["history"][-1]
+        print(f"{frameworks.LABELS[name]} {state['arch']}: epoch {state['epoch']}/{recipe.epochs}, "
+              f"test accuracy {100 * last['test_accuracy']:.1f}%, checkpoint in {out}")
+    return EXIT_OK

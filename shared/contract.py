@@ -1,0 +1,99 @@
+"""What a framework package implements: three Protocols, met by three modules of each package.
+
+A fourth framework means a package with these three modules and one row in ``shared.frameworks.FRAMEWORKS``
+(plus rows in ``shared.checkpoint.FORMATS`` for its own file formats). Everything else in ``shared`` reaches
+a framework only through ``shared.frameworks.load``, ``load_checkpoints`` and ``load_trainer``, typed by
+these Protocols. Arrays cross the seam as numpy, images as NHWC, weights as the canonical dict
+(``shared.weights``): torchvision's names and layouts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ContextManager, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from .recipe import Convention, Recipe
+from .spec import ResNetSpec
+
+Model = Any  # a torch.nn.Module, a keras.Model or an nnx.Module
+Optimizer = Any  # the framework's optimizer state, as its trainer builds it
+
+
+@runtime_checkable
+class Implementation(Protocol):
+    """The package itself (``pytorch_impl``): the model and its weights adapter (``resnet.py``, ``weights.py``)."""
+
+    LAYOUT: str  # "NCHW" or "NHWC": the layout the model takes; features() always speaks NHWC
+
+    def build_model(self, spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> Model:
+        """A randomly initialised model, seeded by ``seed`` through a local generator."""
+
+    def export_weights(self, model: Model) -> dict[str, np.ndarray]:
+        """The canonical dict of the model's weights and BN statistics."""
+
+    def import_weights(self, model: Model, weights: Mapping[str, np.ndarray]) -> None:
+        """Load canonical weights; raise WeightMismatchError naming every missing, unexpected and mis-shaped key."""
+
+    def features(self, model: Model, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
+        """'stem', every block ('layer3.2'), 'avgpool', 'flatten' and 'fc' for an NHWC batch, NHWC out."""
+
+    def numerics(self, dtype: str) -> ContextManager[dict[str, str]]:
+        """The settings an exact comparison in ``dtype`` needs (no TF32, full-precision matmuls, 64-bit JAX for
+        float64), applied inside the context only; yields what it set, for the report."""
+
+    def load_checkpoint(self, path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Model:
+        """A float32 model from any file ``shared.checkpoint`` reads."""
+
+    def save_checkpoint(self, model: Model, path: str | os.PathLike) -> None:
+        """Write the model in the format ``path`` names, atomically."""
+
+
+@runtime_checkable
+class CheckpointBackend(Protocol):
+    """``<package>.checkpoint``: the framework's own file formats, read and written as canonical weights."""
+
+    def read_weights(self, path: Path, fmt: str, spec: ResNetSpec | None = None) -> Any:
+        """A ``shared.checkpoint.Checkpoint``; ``spec`` only for files that store variables by position."""
+
+    def write_weights(
+        self, path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
+    ) -> None:
+        """Write ``fmt`` at ``path`` (not atomic: ``shared.checkpoint`` stages it); ``consume`` may empty ``weights``."""
+
+    def model_from_weights(self, spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> Model:
+        """A model holding ``weights``, built without random initialisation."""
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """``<package>.train``: the recipe's training step in the framework's idiom (PyTorch's update rule)."""
+
+    BN_RUNNING_VAR: Convention  # the running variance the framework stores: "unbiased" (PyTorch) or "biased"
+    TRAINING_STATE_FILES: tuple[str, ...]  # what save_training_state writes into its directory
+
+    def make_optimizer(self, model: Model, recipe: Recipe, total_steps: int) -> Optimizer: ...
+
+    def train_step(self, model: Model, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
+        """One step on an NHWC batch: the loss and the train-mode logits (before the update)."""
+
+    def gradients(self, model: Model, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+        """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
+
+    def predict(self, model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """Eval-mode logits of an NHWC array, batch by batch."""
+
+    def save_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None:
+        """The framework's native training checkpoint (model and optimizer) in ``directory``."""
+
+    def load_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None:
+        """Restore what ``save_training_state`` wrote, strictly."""
+
+
+def missing_members(module: object, protocol: type) -> list[str]:
+    """The names a module lacks to meet ``protocol`` (for the contract test and the loader's error)."""
+    names = [*vars(protocol).get("__annotations__", {})]
+    names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    return sorted(n for n in names if not hasattr(module, n))
