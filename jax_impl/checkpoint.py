@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import jax
-import jax.numpy as jnp
 import msgpack
 import numpy as np
 import orbax.checkpoint as ocp

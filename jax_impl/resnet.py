@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shared.spec import BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
+class Policy(NamedTuple):
+    """The compute and parameter dtypes, as Keras's dtype policy: bfloat16 over float32 is mixed precision."""
+
+    dtype: jnp.dtype = jnp.dtype(jnp.float32)
+    param_dtype: jnp.dtype = jnp.dtype(jnp.float32)
+
+
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed
     padding = "SAME" if spec.padding == "tf_same" else [(kernel // 2, kernel // 2)] * 2
     # torchvision's init, spelled out: He normal over fan-out
     init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
     return nnx.Conv(
         cin, cout, (kernel, kernel), stride, padding=padding, use_bias=bias, kernel_init=init,
-        dtype=dtype, param_dtype=dtype, rngs=rngs,
+        **policy._asdict(), rngs=rngs,
     )
 
 
@@ -29,18 +37,33 @@ class Identity(nnx.Module):
         return x
 
 
-def norm(spec: ResNetSpec, channels: int, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
+class BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm that normalises in the parameters' dtype and returns the compute dtype.
+
+    Under mixed precision nnx.BatchNorm would cast its running statistics, scale and bias to bfloat16
+    before using them; torch.autocast and Keras's mixed policy keep all of BN in float32 and round only
+    its output, and so does this (tests/test_precision.py shows the difference failing the check).
+    """
+
+    def __init__(self, channels: int, *, policy: Policy, **kwargs):
+        super().__init__(channels, dtype=policy.param_dtype, param_dtype=policy.param_dtype, **kwargs)
+        self.compute_dtype = policy.dtype
+        # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; float64 needs them in param_dtype
+        self.mean = nnx.BatchStat(jnp.zeros(channels, policy.param_dtype))
+        self.var = nnx.BatchStat(jnp.ones(channels, policy.param_dtype))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return super().__call__(x).astype(self.compute_dtype)
+
+
+def norm(spec: ResNetSpec, channels: int, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     if not spec.batch_norm:
         return Identity()
     # Flax momentum is the weight of the old value: 1 - PyTorch's; the exact two-pass
     # variance (use_fast_variance=False) matches PyTorch and Keras in training
-    bn = nnx.BatchNorm(
-        channels, momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, use_fast_variance=False,
-        dtype=dtype, param_dtype=dtype, rngs=rngs,
+    return BatchNorm(
+        channels, policy=policy, momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, use_fast_variance=False, rngs=rngs,
     )
-    # nnx.BatchNorm keeps its statistics in float32 whatever param_dtype says; float64 needs them in dtype
-    bn.mean, bn.var = nnx.BatchStat(jnp.zeros(channels, dtype)), nnx.BatchStat(jnp.ones(channels, dtype))
-    return bn
 
 
 class MaxPool(nnx.Module):
@@ -81,15 +104,15 @@ class Sequential(nnx.List):
         return x
 
 
-def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, dtype) -> nnx.Module:
+def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     if plan.shortcut == "identity":
         return Identity()
     if plan.shortcut == "projection":
         with_bn = spec.batch_norm and spec.shortcut_bn
         bias = spec.has_bias(with_bn)
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, rngs=rngs, dtype=dtype)]
+        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, rngs=rngs, policy=policy)]
         if with_bn:
-            projection.append(norm(spec, plan.out_channels, rngs=rngs, dtype=dtype))
+            projection.append(norm(spec, plan.out_channels, rngs=rngs, policy=policy))
         return Sequential(projection)
     return Shortcut(plan)
 
@@ -97,18 +120,18 @@ def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, dtype) -
 class Block(nnx.Module):
     """A residual block; basic (two 3x3) or bottleneck (1x1, 3x3, 1x1) is data in ``plan.convs``."""
 
-    def __init__(self, spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, dtype):
+    def __init__(self, spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, policy: Policy):
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
         for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
             last = i == self.depth
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, cin, rngs=rngs, dtype=dtype))
+                setattr(self, f"bn{i}", norm(spec, cin, rngs=rngs, policy=policy))
             bias = spec.has_bias(not (last and self.preact))
-            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, dtype=dtype))
+            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, policy=policy))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, cout, rngs=rngs, dtype=dtype))
-        self.downsample = make_shortcut(spec, plan, rngs=rngs, dtype=dtype)
+                setattr(self, f"bn{i}", norm(spec, cout, rngs=rngs, policy=policy))
+        self.downsample = make_shortcut(spec, plan, rngs=rngs, policy=policy)
         self.projects = plan.shortcut == "projection"
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -135,25 +158,26 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
-    def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy = Policy()):
         self.spec = spec
+        self.policy = policy
         k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
         self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact),
-                          rngs=rngs, dtype=dtype)
+                          rngs=rngs, policy=policy)
         if not spec.preact:
-            self.bn1 = norm(spec, spec.stem_width, rngs=rngs, dtype=dtype)
+            self.bn1 = norm(spec, spec.stem_width, rngs=rngs, policy=policy)
         self.maxpool = MaxPool(spec) if spec.stem == "imagenet" else Identity()
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan, rngs=rngs, dtype=dtype) for plan in spec.blocks() if plan.stage == stage]
+            blocks = [Block(spec, plan, rngs=rngs, policy=policy) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if spec.preact:
-            self.post_bn = norm(spec, spec.final_width, rngs=rngs, dtype=dtype)
+            self.post_bn = norm(spec, spec.final_width, rngs=rngs, policy=policy)
         bound = 1 / math.sqrt(spec.final_width)
         fc_init = nnx.initializers.uniform(2 * bound)
-        shifted = lambda key, shape, dtype=dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
+        shifted = lambda key, shape, dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
         self.fc = nnx.Linear(
             spec.final_width, spec.num_classes, kernel_init=shifted, bias_init=shifted,
-            dtype=dtype, param_dtype=dtype, rngs=rngs,
+            **policy._asdict(), rngs=rngs,
         )
 
     def forward_features(self, x: jax.Array) -> dict[str, jax.Array]:
@@ -180,9 +204,11 @@ class ResNet(nnx.Module):
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
     """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits.
 
+    ``dtype`` "bfloat16" or "float16" is mixed precision: that compute dtype over float32 parameters.
     float64 needs 64-bit JAX, a process-wide switch this package leaves to its caller:
     build and run the model inside ``with jax.enable_x64(True):`` (or set ``jax_enable_x64``).
     """
-    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+    if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("a float64 Flax model needs 64-bit JAX: build and run it inside `with jax.enable_x64(True):`")
-    return ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), dtype=jnp.dtype(dtype))
+    policy = Policy(jnp.dtype(dtype), jnp.dtype("float32" if dtype in MIXED_PRECISION else dtype))
+    return ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), policy=policy)

@@ -18,7 +18,7 @@ import optax
 from flax import nnx, serialization
 
 from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STAT_SUFFIXES
+from shared.weights import BN_STAT_SUFFIXES, widened
 
 from .resnet import ResNet
 from .weights import export_weights, inputs
@@ -27,14 +27,10 @@ BN_RUNNING_VAR: Convention = "biased"
 TRAINING_STATE_FILES = ("model.msgpack", "optimizer.msgpack")
 
 
-def _dtype(model: ResNet) -> jnp.dtype:
-    return model.conv1.kernel.value.dtype
-
-
 def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> nnx.Optimizer:
     """``recipe``'s optimizer with its schedule over ``total_steps`` steps, for the model's parameters."""
     opt = recipe.optimizer
-    rates = jnp.asarray(learning_rates(recipe, total_steps), dtype=_dtype(model))
+    rates = jnp.asarray(learning_rates(recipe, total_steps), dtype=model.policy.param_dtype)
 
     def schedule(count: jax.Array) -> jax.Array:
         return rates[jnp.minimum(count, len(rates) - 1)]
@@ -50,7 +46,9 @@ def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> nnx.Optim
 
 
 def _loss(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float) -> tuple[jax.Array, jax.Array]:
+    # mixed precision's float16/bfloat16 logits: the loss in float32
     logits = model(x)
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
     targets = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), label_smoothing)
     return optax.softmax_cross_entropy(logits, targets).mean(), logits
 
@@ -87,7 +85,7 @@ def _forward(model: ResNet, x: jax.Array) -> jax.Array:
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval()
-    return np.concatenate([np.asarray(_forward(model, inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
+    return np.concatenate([widened(np.asarray(_forward(model, inputs(model, x[i : i + batch_size])))) for i in range(0, len(x), batch_size)])
 
 
 def _save(path: str, node: nnx.Object) -> None:

@@ -8,9 +8,11 @@ from typing import Iterator, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from shared.errors import ParityInputError
 from shared.weights import (
-    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical,
+    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
 )
 
 from .resnet import ResNet
@@ -37,20 +39,29 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
 
 
 def inputs(model: ResNet, x: np.ndarray) -> jax.Array:
-    """An NHWC numpy batch as the model takes it: NHWC, the model's dtype."""
-    return jnp.asarray(np.asarray(x), dtype=model.conv1.kernel.dtype)
+    """An NHWC numpy batch as the model takes it: NHWC, the parameters' dtype (mixed precision casts it at the first conv)."""
+    return jnp.asarray(np.asarray(x), dtype=model.policy.param_dtype)
+
+
+@nnx.jit
+def _forward_features(model: ResNet, x: jax.Array) -> dict[str, jax.Array]:
+    return model.forward_features(x)
 
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
-    """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch."""
+    """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch (compiled once per shape)."""
     model.train() if training else model.eval()
-    return {k: np.asarray(v) for k, v in model.forward_features(inputs(model, x)).items()}
+    return {k: widened(np.asarray(v)) for k, v in _forward_features(model, inputs(model, x)).items()}
 
 
 @contextlib.contextmanager
-def numerics(dtype: str) -> Iterator[dict[str, str]]:
-    """An exact comparison's settings, for its duration only: matmuls and convs at full precision
-    (no TF32 or bfloat16 passes on GPUs), and 64-bit JAX when ``dtype`` is float64. Yields what was set."""
+def numerics(dtype: str, device: str = "cpu") -> Iterator[dict[str, str]]:
+    """Arrays inside go to ``device``; an exact comparison's settings hold for the duration only: matmuls and
+    convs at full precision (no TF32 or bfloat16 passes on GPUs), 64-bit JAX when ``dtype`` is float64."""
+    try:
+        target = jax.devices(device)[0]
+    except RuntimeError as exc:
+        raise ParityInputError(f"device {device}: JAX sees no {device.upper()} device here") from exc
     x64 = dtype == "float64" or jax.config.jax_enable_x64
-    with jax.default_matmul_precision("highest"), jax.enable_x64(x64):
-        yield {"jax_default_matmul_precision": "highest", "jax_enable_x64": str(x64)}
+    with jax.default_device(target), jax.default_matmul_precision("highest"), jax.enable_x64(x64):
+        yield {"device": str(target), "jax_default_matmul_precision": "highest", "jax_enable_x64": str(x64)}

@@ -23,7 +23,7 @@ from shared.checkpoint import Checkpoint, CheckpointError, FORMATS
 from shared.spec import ResNetSpec
 from shared.weights import IGNORED_SUFFIXES, canonical_layers, from_d2l, is_d2l
 
-from .resnet import ResNet
+from .resnet import ResNet, build_model
 from .weights import export_weights, import_weights
 
 # Where training scripts put the state_dict: {"state_dict": ...} (Lightning, timm), the PyTorch tutorial's
@@ -118,9 +118,10 @@ def write_weights(
 
 def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:
     """A model with allocated but uninitialised tensors, for a checkpoint to overwrite (no random init)."""
+    device = torch.get_default_device()  # where the caller builds (see numerics)
     with torch.device("meta"):
-        model = ResNet(spec)
-    model = model.to_empty(device="cpu").to(getattr(torch, dtype))
+        model = build_model(spec, dtype=dtype)
+    model = model.to_empty(device=device)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.num_batches_tracked.zero_()  # a buffer that checkpoints without it never overwrite

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.spec import BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NCHW"
 
@@ -76,8 +77,11 @@ def make_shortcut(spec: ResNetSpec, plan: BlockPlan) -> nn.Module:
         return nn.Identity()
     if plan.shortcut == "projection":
         with_bn = spec.batch_norm and spec.shortcut_bn
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, spec.has_bias(with_bn))]
-        return nn.Sequential(*projection, norm(spec, plan.out_channels)) if with_bn else nn.Sequential(*projection)
+        bias = spec.has_bias(with_bn)
+        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias)]
+        if with_bn:
+            projection.append(norm(spec, plan.out_channels))
+        return nn.Sequential(*projection)
     return Shortcut(plan)
 
 
@@ -124,9 +128,11 @@ class Block(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, spec: ResNetSpec):
+    def __init__(self, spec: ResNetSpec, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.spec = spec
+        # mixed precision: the parameters stay float32, the forward runs under torch.autocast in this dtype
+        self.compute_dtype = compute_dtype
         k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
         self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact))
         if not spec.preact:
@@ -159,18 +165,20 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
         feats = {}
-        x = self.conv1(x)
-        if not self.spec.preact:
-            x = self.relu(self.bn1(x))
-        feats["stem"] = x = self.maxpool(x)
-        for stage in range(1, self.spec.num_stages + 1):
-            for index, block in enumerate(getattr(self, f"layer{stage}")):
-                feats[f"layer{stage}.{index}"] = x = block(x)
-        if self.spec.preact:
-            x = self.relu(self.post_bn(x))
-        feats["avgpool"] = x = self.avgpool(x)
-        feats["flatten"] = x = torch.flatten(x, 1)
-        feats["fc"] = self.fc(x)
+        mixed = torch.autocast(x.device.type, self.compute_dtype) if self.compute_dtype else contextlib.nullcontext()
+        with mixed:
+            x = self.conv1(x)
+            if not self.spec.preact:
+                x = self.relu(self.bn1(x))
+            feats["stem"] = x = self.maxpool(x)
+            for stage in range(1, self.spec.num_stages + 1):
+                for index, block in enumerate(getattr(self, f"layer{stage}")):
+                    feats[f"layer{stage}.{index}"] = x = block(x)
+            if self.spec.preact:
+                x = self.relu(self.post_bn(x))
+            feats["avgpool"] = x = self.avgpool(x)
+            feats["flatten"] = x = torch.flatten(x, 1)
+            feats["fc"] = self.fc(x)
         return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,9 +186,12 @@ class ResNet(nn.Module):
 
 
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
-    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NCHW, output logits."""
+    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NCHW, output logits.
+
+    ``dtype`` "bfloat16" or "float16" is mixed precision: float32 parameters, the forward under torch.autocast.
+    """
     spec = get_spec(spec_or_name)
     with torch.random.fork_rng(devices=[]):  # the caller's global generator is left as it was
         torch.manual_seed(seed)
-        model = ResNet(spec)
-    return model.to(getattr(torch, dtype))
+        model = ResNet(spec, compute_dtype=getattr(torch, dtype) if dtype in MIXED_PRECISION else None)
+    return model.to(torch.float64 if dtype == "float64" else torch.float32)

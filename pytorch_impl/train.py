@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from shared.recipe import SGD, Convention, Recipe, lr_factor
 
 from .resnet import ResNet
-from .weights import inputs
+from .weights import inputs, widened
 
 BN_RUNNING_VAR: Convention = "unbiased"
 TRAINING_STATE_FILES = ("model.pth", "optimizer.pth")
@@ -46,6 +46,8 @@ def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> Optimizer
 
 
 def _loss(logits: torch.Tensor, y: np.ndarray, recipe: Recipe) -> torch.Tensor:
+    # mixed precision's float16/bfloat16 logits: the loss in float32, as autocast would compute it
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.cross_entropy(logits, torch.as_tensor(np.asarray(y), dtype=torch.long), label_smoothing=recipe.label_smoothing)
 
 
@@ -58,7 +60,7 @@ def train_step(model: ResNet, optimizer: Optimizer, x: np.ndarray, y: np.ndarray
     loss.backward()
     optimizer.optimizer.step()
     optimizer.scheduler.step()
-    return loss.item(), logits.detach().numpy()
+    return loss.item(), widened(logits.detach())
 
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
@@ -75,7 +77,7 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval()
     with torch.no_grad():
-        return np.concatenate([model(inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+        return np.concatenate([widened(model(inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:

@@ -8,7 +8,8 @@ from typing import Iterator, Mapping
 import numpy as np
 import torch
 
-from shared.weights import IGNORED_SUFFIXES, canonical_shapes, check_weights, from_d2l, is_d2l
+from shared.errors import ParityInputError
+from shared.weights import IGNORED_SUFFIXES, canonical_shapes, check_weights
 
 from .resnet import ResNet
 
@@ -20,9 +21,7 @@ def export_weights(model: ResNet) -> dict[str, np.ndarray]:
 
 
 def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
-    """Load canonical weights (or the d2l seed's nn.Sequential keys); strict, all problems at once."""
-    if is_d2l(weights):
-        weights = from_d2l(weights)
+    """Load canonical weights; strict, every problem reported at once."""
     check_weights(model.spec, weights)
     state = model.state_dict()
     with torch.no_grad():
@@ -35,8 +34,8 @@ def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
 
 def inputs(model: ResNet, x: np.ndarray) -> torch.Tensor:
     """An NHWC numpy batch as the model takes it: NCHW, the model's dtype. Layout changes only at this edge."""
-    dtype = next(model.parameters()).dtype
-    return torch.as_tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)), dtype=dtype)
+    param = next(model.parameters())
+    return torch.as_tensor(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)), dtype=param.dtype, device=param.device)
 
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
@@ -44,23 +43,33 @@ def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[st
     model.train(training)
     with torch.set_grad_enabled(training):
         feats = model.forward_features(inputs(model, x))
-    return {k: (v.detach().numpy().transpose(0, 2, 3, 1) if v.ndim == 4 else v.detach().numpy()) for k, v in feats.items()}
+    feats = {k: widened(v.detach()) for k, v in feats.items()}
+    return {k: v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for k, v in feats.items()}
+
+
+def widened(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor as numpy: float16/bfloat16 (mixed precision's activations) as float32, exactly; numpy has no bfloat16."""
+    return tensor.to("cpu", torch.promote_types(tensor.dtype, torch.float32)).numpy()
 
 
 @contextlib.contextmanager
-def numerics(dtype: str) -> Iterator[dict[str, str]]:
-    """An exact comparison's settings, for its duration only: no TF32 on GPUs, deterministic kernels where they exist.
-
-    Yields what was set; the caller's settings are restored on exit. (``dtype`` needs nothing more in PyTorch.)
-    """
+def numerics(dtype: str, device: str = "cpu") -> Iterator[dict[str, str]]:
+    """Models built inside go to ``device``; an exact comparison's settings hold for the duration only:
+    no TF32 on GPUs, deterministic kernels where they exist. Yields what was set; the caller's settings
+    are restored on exit. (``dtype`` needs nothing more in PyTorch.)"""
+    target = torch.device("cuda" if device == "gpu" else device)
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ParityInputError("device gpu: PyTorch sees no CUDA device here")
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision(),
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        yield {"torch.backends.cuda.matmul.allow_tf32": "False", "torch.backends.cudnn.allow_tf32": "False",
-               "torch.float32_matmul_precision": "highest", "torch.use_deterministic_algorithms": "True (warn only)"}
+        with target:
+            yield {"device": str(torch.empty(0).device), "torch.backends.cuda.matmul.allow_tf32": "False",
+                   "torch.backends.cudnn.allow_tf32": "False", "torch.float32_matmul_precision": "highest",
+                   "torch.use_deterministic_algorithms": "True (warn only)"}
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
         torch.set_float32_matmul_precision(saved[2])

@@ -40,9 +40,10 @@ class Implementation(Protocol):
     def features(self, model: Model, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
         """'stem', every block ('layer3.2'), 'avgpool', 'flatten' and 'fc' for an NHWC batch, NHWC out."""
 
-    def numerics(self, dtype: str) -> ContextManager[dict[str, str]]:
-        """The settings an exact comparison in ``dtype`` needs (no TF32, full-precision matmuls, 64-bit JAX for
-        float64), applied inside the context only; yields what it set, for the report."""
+    def numerics(self, dtype: str, device: str = "cpu") -> ContextManager[dict[str, str]]:
+        """Run on ``device`` ("cpu" or "gpu") with the settings an exact comparison in ``dtype`` needs (no TF32,
+        full-precision matmuls, 64-bit JAX for float64), inside the context only; yields what it set, the
+        device included, for the report. A device the framework cannot see is a ParityInputError."""
 
     def load_checkpoint(self, path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Model:
         """A float32 model from any file ``shared.checkpoint`` reads."""

@@ -16,7 +16,7 @@ import numpy as np
 from . import checkpoint, frameworks
 from .checkpoint import CheckpointError, Format
 from .errors import ResNetParityError
-from .parity import TOLERANCE
+from .parity import FIXED_FLOAT32
 from .spec import PRESETS, ResNetSpec
 from .weights import canonical_shapes, relative_error
 
@@ -64,7 +64,7 @@ def verify(src: Path, fin: Format, path: Path, fout: Format, spec: ResNetSpec, p
                                     allow_nonfinite=allow_nonfinite)
     back = checkpoint.read(path, fout)
     error = output_error(logits(pair[1], back.weights, spec, x), logits(pair[0], weights, spec, x))
-    tol = TOLERANCE["float32"]
+    tol = FIXED_FLOAT32
     return {
         "frameworks": list(pair), "input_shape_nhwc": list(x.shape), "relative_error": error, "tolerance": tol,
         "weights_identical": all(identical(back.weights[k], weights[k]) for k in canonical_shapes(spec)),

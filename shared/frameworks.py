@@ -23,14 +23,15 @@ class Framework:
     label: str  # for people: "PyTorch"
     package: str  # the implementation package
     requires: str  # the distribution it imports, and the extra that installs it
+    distributions: tuple[str, ...]  # the packages whose versions a report records
 
 
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in [
-        Framework("torch", "PyTorch", "pytorch_impl", "torch"),
-        Framework("tf", "Keras/TF", "tensorflow_impl", "tensorflow"),
-        Framework("jax", "Flax NNX", "jax_impl", "flax"),
+        Framework("torch", "PyTorch", "pytorch_impl", "torch", ("torch",)),
+        Framework("tf", "Keras/TF", "tensorflow_impl", "tensorflow", ("tensorflow", "keras")),
+        Framework("jax", "Flax NNX", "jax_impl", "flax", ("jax", "jaxlib", "flax")),
     ]
 }
 ALIASES = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf", "flax": "jax"}
@@ -98,8 +99,8 @@ def load_trainer(name: str) -> Trainer:
 
 
 @contextlib.contextmanager
-def numerics(names: list[str], dtype: str):
-    """Every named framework's ``numerics(dtype)`` at once (see ``shared.contract.Implementation.numerics``);
+def numerics(names: list[str], dtype: str, device: str = "cpu"):
+    """Every named framework's ``numerics(dtype, device)`` at once (see ``shared.contract.Implementation.numerics``);
     yields {framework: the settings it applied}."""
     with contextlib.ExitStack() as stack:
-        yield {name: stack.enter_context(load(name).numerics(dtype)) for name in names}
+        yield {name: stack.enter_context(load(name).numerics(dtype, device)) for name in names}

@@ -14,6 +14,9 @@ ShortcutKind = Literal["projection", "pad", "avgpool_pad"]
 StrideOn = Literal["3x3", "1x1"]
 StrideBlock = Literal["first", "last"]
 Padding = Literal["symmetric", "tf_same"]
+# what build_model's dtype takes; bfloat16 and float16 run as mixed precision over float32 parameters
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+MIXED_PRECISION = ("bfloat16", "float16")
 # the fields whose values form a closed set
 _CHOICES = {"block": BlockKind, "stem": StemKind, "shortcut": ShortcutKind, "stride_on": StrideOn,
             "stride_block": StrideBlock, "padding": Padding}

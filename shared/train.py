@@ -27,7 +27,8 @@ from .datasets import Dataset, iterate_batches, load_dataset
 from .errors import ResNetParityError
 from .recipe import Recipe, softmax_cross_entropy
 from .spec import ResNetSpec, get_spec
-from .weights import BN_STAT_SUFFIXES, worst_error
+from .parity import check_tensors, rule_for
+from .weights import BN_STAT_SUFFIXES
 
 STATE_FILE = "state.json"
 CANONICAL_FILE = "model.safetensors"
@@ -185,15 +186,23 @@ def train_all_frameworks(
         batches += more[: steps - len(batches)]
     reference = names[0]
     weights = frameworks.load(reference).export_weights(frameworks.load(reference).build_model(spec, seed=seed))
+    # the truth: the reference framework in float64 on the same weights and batches (shared.parity's rule)
+    wide = {k: v.astype(np.float64) for k, v in weights.items()}
+    truth = run_steps(reference, spec, wide, [(x.astype(np.float64), y) for x, y in batches], recipe, dtype="float64")
     runs = {n: run_steps(n, spec, weights, batches, recipe) for n in names}
+    rule = rule_for("float32", "train", None)
     losses: dict[str, list[float]] = {n: [] for n in names}
-    drift: dict[str, list[float]] = {n: [] for n in names[1:]}
-    for _ in range(steps):
-        after = {n: next(run) for n, run in runs.items()}
-        for n in names:
-            losses[n].append(after[n][0])
-        ref_params = {k: v for k, v in after[reference][2].items() if not k.endswith(BN_STAT_SUFFIXES)}
-        for n in names[1:]:
-            drift[n].append(worst_error(after[n][2], ref_params)[0])
+    drift: dict[str, list[float]] = {n: [] for n in names}
+    limit: dict[str, list[float]] = {n: [] for n in names[1:]}
+    with frameworks.load(reference).numerics("float64"):
+        for _ in range(steps):
+            after = {n: next(run) for n, run in runs.items()}
+            true = {k: v for k, v in next(truth)[2].items() if not k.endswith(BN_STAT_SUFFIXES)}
+            for n in names:
+                losses[n].append(after[n][0])
+                checks = check_tensors(list(true), after[n][2], after[reference][2], true, rule)
+                drift[n].append(max(c.error for c in checks))
+                if n != reference:
+                    limit[n].append(max(c.error / c.limit for c in checks))
     return {"arch": spec.name, "dataset": ds.name, "recipe": recipe.to_dict(), "steps": steps, "seed": seed,
-            "reference": reference, "losses": losses, "parameter_drift": drift}
+            "reference": reference, "rule": rule, "losses": losses, "parameter_drift": drift, "drift_over_limit": limit}

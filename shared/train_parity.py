@@ -1,5 +1,7 @@
 """Training parity: the same steps in every framework from the same canonical weights and batches,
-comparing train-mode logits, gradients, parameters and BatchNorm statistics.
+checking train-mode logits, gradients, parameters and BatchNorm statistics with the rule of
+``shared.parity``: each tensor against the reference framework's float64 run, within k times the
+reference's own error in the dtype under test.
 
 BatchNorm running variance: PyTorch stores the unbiased batch variance, Keras and Flax the
 biased one (``shared.recipe``). The models keep their framework's convention; the comparison
@@ -9,19 +11,22 @@ re-expresses each framework's running-variance history in the reference's conven
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 import numpy as np
 
 from . import frameworks
 from .errors import ParityInputError
+from .parity import (
+    FrameworkResult, ParityReport, TensorCheck, check_tensors, participants, rule_for, starting_weights, versions,
+)
 from .recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var
-from .spec import ResNetSpec, get_spec
+from .spec import ResNetSpec
 from .train import run_steps
-from .weights import BN_STAT_SUFFIXES, randomize, relative_error, worst_error
-
-# Bounds on max|a-b| / max|b| between frameworks for one training step's facts (README, "Tolerances").
-TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
+from .weights import BN_STAT_SUFFIXES, count_parameters
 
 
 # The parity checks' default: every term of the SGD update at once. The learning rate keeps five
@@ -53,11 +58,12 @@ class Trace:
 def trace_training(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
     recipe: Recipe, *, dtype: str = "float32", checkpoints: tuple[int, ...] = (1, 5), model=None, optimizer=None,
+    device: str = "cpu",
 ) -> Trace:
     """Run ``batches`` in one framework and keep the facts a parity check compares (see ``run_steps``)."""
     impl, trainer = frameworks.load(name), frameworks.load_trainer(name)
     trace = Trace(name, trainer.BN_RUNNING_VAR)
-    with impl.numerics(dtype) as trace.settings:
+    with impl.numerics(dtype, device) as trace.settings:
         model = model if model is not None else impl.build_model(spec, dtype=dtype)
         impl.import_weights(model, weights)
         x0, y0 = batches[0]
@@ -76,37 +82,36 @@ def trace_training(
     return trace
 
 
-def compare_traces(a: Trace, b: Trace, spec: ResNetSpec, batch: int, size: int, *, convert_bn_variance: bool = True) -> dict:
-    """Relative errors of ``a`` against the reference ``b``: logits, gradients, parameters, BN statistics.
-
-    ``a``'s running variance is first re-expressed in ``b``'s convention (unless told not to).
-    """
+def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch: int, size: int) -> dict[str, np.ndarray]:
+    """A trace's facts as named tensors in checking order: the first step's logits, every gradient, then per
+    checkpoint step the parameters and BN statistics; running variances re-expressed in ``convention``."""
     counts = bn_sample_counts(spec, batch, size)
-    target = b.convention if convert_bn_variance else a.convention
-    var_a = {
-        key: convert_running_var(history, counts[key[: -len(".running_var")]], spec.bn_momentum, a.convention, target)
-        for key, history in a.running_var.items()
-    }
-    row: dict = {"framework": a.framework, "reference": b.framework, "worst": {}}
-    row["logits"] = relative_error(a.logits, b.logits)
-    row["gradients"], row["worst"]["gradients"] = worst_error(a.gradients, b.gradients)
-    for fact in ("params", "running_mean", "running_var"):
-        row[fact] = {}
-        row["worst"][fact] = {}
-    for step in sorted(b.params):
-        row["params"][step], row["worst"]["params"][step] = worst_error(a.params[step], b.params[step])
-        if b.running_mean[step]:
-            row["running_mean"][step], row["worst"]["running_mean"][step] = worst_error(a.running_mean[step], b.running_mean[step])
-            now_a = {k: h[step] for k, h in var_a.items()}
-            now_b = {k: h[step] for k, h in b.running_var.items()}
-            row["running_var"][step], row["worst"]["running_var"][step] = worst_error(now_a, now_b)
-    return row
+    var = {key: convert_running_var(history, counts[key[: -len(".running_var")]], spec.bn_momentum, trace.convention, convention)
+           for key, history in trace.running_var.items()}
+    out = {"logits@1": trace.logits}
+    out.update({f"gradient {k}": v for k, v in trace.gradients.items()})
+    for step in sorted(trace.params):
+        out.update({f"params@{step} {k}": v for k, v in trace.params[step].items()})
+        out.update({f"running_mean@{step} {k}": v for k, v in trace.running_mean[step].items()})
+        out.update({f"running_var@{step} {k}": history[step] for k, history in var.items()})
+    return out
 
 
-def _checked(row: dict, tol: float) -> dict:
-    values = [row["logits"], row["gradients"]] + [e for fact in ("params", "running_mean", "running_var") for e in row[fact].values()]
-    row["passed"] = all(v <= tol for v in values)
-    return row
+def fact_of(name: str) -> str:
+    """'params@5 layer1.0.conv1.weight' -> 'params@5': the group a training tensor belongs to."""
+    return name.split(" ")[0] if " " in name else name
+
+
+def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, spec: ResNetSpec, batch: int, size: int
+                 ) -> list[TensorCheck]:
+    """Every training fact of ``trace`` against the reference's trace and its float64 run (in the reference's
+    BN-variance convention, so a wrong momentum or a missing n/(n-1) still shows)."""
+    def flat(t: Trace) -> dict[str, np.ndarray]:
+        return trace_tensors(t, source.convention, spec, batch, size)
+
+    ref = flat(source)
+    return check_tensors(list(ref), flat(trace), ref, None if truth is None else flat(truth), rule)
+
 
 
 def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: int, dtype: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -119,64 +124,54 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
 
 
 def train_parity(
-    arch: str, steps: int = 5, *, recipe: Recipe | None = None, targets: list[str] | None = None,
-    dtype: str = "float32", batch: int = 8, size: int | None = None, seed: int = 0,
-) -> dict:
-    """Train ``steps`` steps in every framework from the same randomised weights and batches; compare all pairs.
+    arch: str | ResNetSpec | None = None, steps: int = 5, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    weights_format: str | None = None, recipe: Recipe | None = None, source: str = "torch", targets: list[str] | None = None, dtype: str = "float32",
+    batch: int = 8, size: int | None = None, seed: int = 0, tolerance: float | None = None, device: str = "cpu",
+) -> ParityReport:
+    """Train ``steps`` steps in every framework from the same weights and batches; check each against the source.
 
-    Returns a JSON-able report: per framework its losses; per ordered pair (framework, reference) the
-    relative errors of the first step's train-mode logits, the initial gradients, and the parameters,
-    BN running means and BN running variances (converted to the reference's convention) after step 1
-    and after step ``steps``; each pair passes when every error is within ``TOLERANCE[dtype]``.
-    ``size`` defaults to the preset's, at most 64: at batch 8 every BN then averages >= 32 values per
-    channel (fewer make the step chaotic: at 32x32 ResNet-18's last stage is 1x1).
+    The facts: the first step's train-mode logits, the initial gradients, and the parameters and BN
+    running statistics after step 1 and after step ``steps``, each tensor on its own. ``size`` defaults
+    to the preset's, at most 64: at batch 8 every BN then averages >= 32 values per channel (fewer make
+    the step chaotic: at 32x32 ResNet-18's last stage is 1x1). ``weights``, ``tolerance`` and ``device``
+    as for ``shared.parity.compare``.
     """
-    spec = get_spec(arch)
+    source, names = participants(source, targets)
+    spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
     size = min(spec.image_size, 64) if size is None else size
     if steps < 1 or batch < 2 or size < 1:
         raise ParityInputError(f"steps={steps}, size={size}, batch={batch}: steps and size must be >= 1 and batch >= 2 "
                                "(BatchNorm needs two values per channel)")
     recipe = (recipe or PARITY_RECIPE).replace(arch=spec.name)
-    names = [frameworks.canonical_name(n) for n in (targets or frameworks.installed())]
-    weights = randomize(spec, seed, np.dtype(dtype))
-    batches = random_batches(spec, steps, batch, size, seed + 1, dtype)
+    batches = random_batches(spec, steps, batch, size, seed + 1, "float64" if dtype == "float64" else "float32")
     checkpoints = tuple(sorted({1, steps}))
-    traces = {n: trace_training(n, spec, weights, batches, recipe, dtype=dtype, checkpoints=checkpoints) for n in names}
-    tol = TOLERANCE[dtype]
-    pairs = [_checked(compare_traces(traces[a], traces[b], spec, batch, size), tol) for a in names for b in names if a != b]
-    return {
-        "arch": spec.name, "dtype": dtype, "batch": batch, "size": size, "steps": steps, "seed": seed,
-        "recipe": recipe.to_dict(), "settings": {n: traces[n].settings for n in names}, "tolerance": tol, "checkpoints": list(checkpoints),
-        "bn_variance": {n: traces[n].convention for n in names},
-        "losses": {n: traces[n].losses for n in names},
-        "pairs": [_jsonable(p) for p in pairs], "passed": all(p["passed"] for p in pairs),
-    }
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    return obj
-
-
-def format_parity(report: dict) -> str:
-    """The train-parity report as a table: one row per ordered pair of frameworks."""
-    steps = [str(s) for s in report["checkpoints"]]
-    facts = [("params", "params"), ("running_mean", "BN mean"), ("running_var", "BN var")]
-    head = f"{'framework':<10} {'reference':<10} {'logits':>8} {'grads':>8} " + " ".join(
-        f"{label + ' @' + s:>11}" for _, label in facts for s in steps) + "  result"
-    lines = [
-        f"training parity: {report['arch']}, {report['dtype']}, batch {report['batch']} at {report['size']}x{report['size']}, "
-        f"{report['steps']} steps of {report['recipe']['optimizer']['kind']}, tolerance {report['tolerance']:.0e} (max|a-b|/max|b|)",
-        "BN running variance compared in the reference's convention: "
-        + ", ".join(f"{frameworks.LABELS[n]} {c}" for n, c in report["bn_variance"].items()),
-        head, "-" * len(head),
-    ]
-    for p in report["pairs"]:
-        cells = " ".join(f"{p[fact].get(s, float('nan')):>11.1e}" for fact, _ in facts for s in steps)
-        lines.append(
-            f"{frameworks.LABELS[p['framework']]:<10} {frameworks.LABELS[p['reference']]:<10} {p['logits']:>8.1e} "
-            f"{p['gradients']:>8.1e} {cells}  {'PASS' if p['passed'] else 'FAIL'}"
-        )
-    lines.append("all frameworks train alike" if report["passed"] else "MISMATCH: at least one pair differs")
-    return "\n".join(lines)
+    rule = rule_for(dtype, "train", tolerance)
+    params, stats = count_parameters(spec)
+    traces, timings = {}, {}
+    for name in names:
+        start = time.perf_counter()
+        traces[name] = trace_training(name, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints, device=device)
+        timings[name] = {"train_s": time.perf_counter() - start}
+    truth = None
+    if rule["kind"] == "floor":
+        start = time.perf_counter()
+        wide = [(x.astype(np.float64), y) for x, y in batches]
+        initial64 = {k: np.asarray(v, np.float64) for k, v in initial.items()}
+        truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints, device=device)
+        timings[source]["truth_s"] = time.perf_counter() - start
+    results = []
+    for name in names:
+        checks = check_traces(traces[name], traces[source], truth, rule, spec, batch, size)
+        counted = count_parameters(spec, {**traces[name].params[checkpoints[0]], **traces[name].running_mean[checkpoints[0]],
+                                          **{k: v[0] for k, v in traces[name].running_var.items()}})
+        results.append(FrameworkResult(name, name == source, *counted, counted == (params, stats), checks,
+                                       traces[name].settings["device"], timings=timings[name]))
+    extra = {"steps": steps, "batch": batch, "size": size, "checkpoints": list(checkpoints), "recipe": recipe.to_dict(),
+             "bn_variance": {n: traces[n].convention for n in names}, "losses": {n: traces[n].losses for n in names}}
+    if truth is not None:
+        extra["losses"]["float64 truth"] = truth.losses
+    return ParityReport(
+        "train", spec.name, asdict(spec), source, dtype, rule, {"origin": "random", "seed": seed + 1,
+        "shape": [batch, size, size, spec.in_channels]}, weights_record, {n: traces[n].settings for n in names},
+        versions(names), params, stats, results, notes, extra,
+    )

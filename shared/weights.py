@@ -147,6 +147,11 @@ def is_d2l(weights: Mapping[str, np.ndarray]) -> bool:
     return "0.0.weight" in weights and "7.weight" in weights
 
 
+def widened(x: np.ndarray) -> np.ndarray:
+    """A float16 or bfloat16 array as float32 (exact), for numpy's arithmetic; any other array as it is."""
+    return x.astype(np.float32) if x.dtype.name in ("float16", "bfloat16") else x
+
+
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:
     """max|a - b| / max|b|: the one error measure of the project."""
     a = np.asarray(a, dtype=np.float64)

@@ -29,7 +29,7 @@ from .keras_applications import (
     check_model, from_keras_applications, keras_applications_names, keras_applications_spec, to_keras_applications,
     variable_table,
 )
-from .resnet import ResNet
+from .resnet import ResNet, policy
 from .weights import PARAMS, export_weights
 
 # The position of each canonical parameter among a Keras layer's saved variables.
@@ -185,7 +185,7 @@ def _read_by_position(
     else:
         dtypes = {group["0"].dtype.name for group in groups}
         model = ResNet(spec, dtype=dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FORMATS[fmt].dtypes) else "float32")
-        model.build_for(32)
+        model.build_all()
     expected = len(canonical_layers(spec))  # one Keras layer with variables per canonical layer, in either model
     if len(groups) != expected:
         raise CheckpointError(f"{path}: holds variables of {len(groups)} layers, but {spec.name} has {expected}")
@@ -258,7 +258,8 @@ def write_weights(
 ) -> None:
     """Write canonical weights as this ResNet's Keras file, or as a keras.applications model's."""
     if fmt in ("keras", "keras-weights"):
-        write_model(model_from_weights(spec, weights, checkpoint.dtype_of(weights, spec), consume=consume), path, fmt)
+        # variables of the weights' own dtype (not mixed precision): the file stores what it is given
+        write_model(_holding(spec, weights, checkpoint.dtype_of(weights, spec), consume), path, fmt)
         return
     model = _keras_applications_model(spec)
     if fmt == "keras-app":
@@ -303,17 +304,20 @@ def _write_keras2(
                 group.create_dataset(name, data=np.ascontiguousarray(from_canonical(np.asarray(value), perm)))
 
 
-def model_from_weights(
-    spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32", *, consume: bool = False,
-) -> ResNet:
-    """A built model holding canonical ``weights``: each variable is created with its value.
+def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> ResNet:
+    """A built model holding canonical ``weights``; ``dtype`` as for build_model (bfloat16/float16: mixed precision)."""
+    return _holding(spec, weights, policy(dtype))
+
+
+def _holding(spec: ResNetSpec, weights: Mapping[str, np.ndarray], keras_dtype: str, consume: bool = False) -> ResNet:
+    """A built model of the Keras dtype policy ``keras_dtype`` whose variables are created with their values.
 
     Keras layers create their variables from initializers, so each layer is given its checkpoint
     values as initializers and built from the spec's shapes: no random init (1 s for resnet50), no
     build pass, no second copy to assign from. With ``consume``, ``weights`` is emptied layer by layer.
     """
     check_weights(spec, weights)
-    model = ResNet(spec, dtype=dtype)
+    model = ResNet(spec, dtype=keras_dtype)
     for layer in canonical_layers(spec):
         target = resolve(model, layer.path)
         own = {}

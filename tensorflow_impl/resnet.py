@@ -8,7 +8,7 @@ import math
 import keras
 from keras import layers, ops
 
-from shared.spec import BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
@@ -82,11 +82,21 @@ class Shortcut(layers.Layer):
         return ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]]) if self.pad else x
 
 
-class Sequential(keras.Sequential):
-    """keras.Sequential that can be indexed like torch's nn.Sequential, so 'downsample.0' names its first layer."""
+class Sequential(layers.Layer):
+    """Layers called in order, indexed like torch's nn.Sequential, so 'downsample.0' names the first
+    (keras.Sequential is a Model, which takes no dtype policy of its own)."""
+
+    def __init__(self, sequence: list[layers.Layer], **kwargs):
+        super().__init__(**kwargs)
+        self.sequence = sequence
 
     def __getitem__(self, index: int) -> layers.Layer:
-        return self.layers[index]
+        return self.sequence[index]
+
+    def call(self, x, training=False):
+        for layer in self.sequence:
+            x = layer(x, training=training)
+        return x
 
 
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, seed, dtype) -> layers.Layer:
@@ -99,7 +109,7 @@ def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, seed, dtype) -> layers.L
         projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, name=f"{p}.0", seed=seed, dtype=dtype)]
         if with_bn:
             projection.append(norm(spec, plan.out_channels, name=f"{p}.1", dtype=dtype))
-        return Sequential(projection, name=p)
+        return Sequential(projection, name=p, dtype=dtype)
     return Shortcut(plan, name=p, dtype=dtype)
 
 
@@ -182,7 +192,7 @@ class ResNet(keras.Model):
         if self.spec.preact:
             x = ops.relu(self.post_bn(x, training=training))
         feats["avgpool"] = x = ops.mean(x, axis=(1, 2), keepdims=True)
-        feats["flatten"] = x = ops.reshape(x, (-1, x.shape[-1]))
+        feats["flatten"] = x = ops.reshape(x, (ops.shape(x)[0], -1))
         feats["fc"] = self.fc(x)
         return feats
 
@@ -197,16 +207,24 @@ class ResNet(keras.Model):
         spec = config.pop("spec")
         spec = ResNetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         model = cls(spec, **config)
-        model.build_for(spec.image_size)
+        model.build_all()
         return model
 
-    def build_for(self, size: int) -> None:
-        """Create every variable by running one tiny batch (Keras builds lazily)."""
-        self(ops.zeros((1, size, size, self.spec.in_channels), dtype=self.dtype_policy.compute_dtype))
+    def build_all(self) -> None:
+        """Create every variable by running one small batch (Keras builds lazily; global pooling takes any size)."""
+        self(ops.zeros((1, 32, 32, self.spec.in_channels), dtype=self.dtype_policy.compute_dtype))
+
+
+def policy(dtype: str) -> str:
+    """The Keras dtype policy for a dtype name: bfloat16/float16 are mixed precision over float32 variables."""
+    return f"mixed_{dtype}" if dtype in MIXED_PRECISION else dtype
 
 
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
-    """A built ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits."""
-    model = ResNet(get_spec(spec_or_name), seed=seed, dtype=dtype)
-    model.build_for(32)
+    """A built ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits.
+
+    ``dtype`` "bfloat16" or "float16" is mixed precision: Keras's mixed_bfloat16/mixed_float16 policy.
+    """
+    model = ResNet(get_spec(spec_or_name), seed=seed, dtype=policy(dtype))
+    model.build_all()
     return model

@@ -25,7 +25,7 @@ import tensorflow as tf
 from keras import ops
 
 from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STAT_SUFFIXES, mapped_variables, to_canonical
+from shared.weights import BN_STAT_SUFFIXES, mapped_variables, to_canonical, widened
 
 from .resnet import ResNet
 from .weights import PARAMS, inputs
@@ -97,6 +97,8 @@ def make_optimizer(model: ResNet, recipe: Recipe, total_steps: int) -> keras.opt
 
 
 def _loss(logits, y, recipe: Recipe):
+    # mixed precision's float16/bfloat16 logits: the loss in float32, as the Keras mixed-precision guide does
+    logits = ops.cast(logits, keras.backend.result_type(logits.dtype, "float32"))
     targets = ops.one_hot(y, ops.shape(logits)[-1], dtype=logits.dtype)
     return ops.mean(keras.losses.categorical_crossentropy(targets, logits, from_logits=True, label_smoothing=recipe.label_smoothing))
 
@@ -121,7 +123,7 @@ def train_step(model: ResNet, optimizer: keras.optimizers.Optimizer, x: np.ndarr
     if not optimizer.built:
         optimizer.build(model.trainable_variables)  # outside tf.function, which creates variables only on its first trace
     loss, logits = _train_step(model, optimizer, inputs(model, x), tf.constant(np.asarray(y), tf.int64), recipe)
-    return float(loss), logits.numpy()
+    return float(loss), widened(logits.numpy())
 
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
@@ -140,7 +142,7 @@ def _forward(model: ResNet, x):
 
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
-    return np.concatenate([_forward(model, inputs(model, x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)])
+    return np.concatenate([widened(_forward(model, inputs(model, x[i : i + batch_size])).numpy()) for i in range(0, len(x), batch_size)])
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:

@@ -8,8 +8,9 @@ from typing import Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
+from shared.errors import ParityInputError
 from shared.weights import (
-    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical,
+    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
 )
 
 from .resnet import ResNet
@@ -41,23 +42,27 @@ def inputs(model: ResNet, x: np.ndarray) -> tf.Tensor:
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
     """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch."""
-    return {k: v.numpy() for k, v in model.forward_features(inputs(model, x), training=training).items()}
+    return {k: widened(v.numpy()) for k, v in model.forward_features(inputs(model, x), training=training).items()}
 
 
 @contextlib.contextmanager
-def numerics(dtype: str) -> Iterator[dict[str, str]]:
-    """An exact comparison's settings, for its duration only: no TF32 on GPUs. oneDNN stays as TensorFlow ships it.
-
-    Op determinism cannot be switched off again once on, so it is turned on only where a GPU is
-    visible (CPU kernels are deterministic), and then stays on for the process. Yields what was set.
-    """
+def numerics(dtype: str, device: str = "cpu") -> Iterator[dict[str, str]]:
+    """Models and ops inside go to ``device``; an exact comparison's settings hold for the duration only:
+    no TF32 on GPUs. oneDNN stays as TensorFlow ships it. Op determinism cannot be switched off again
+    once on, so it is turned on only for a GPU (CPU kernels are deterministic) and then stays on for
+    the process. Yields what was set."""
+    kind = device.upper()
+    found = tf.config.list_logical_devices(kind)
+    if not found:
+        raise ParityInputError(f"device {device}: TensorFlow sees no {kind} device here")
     saved = tf.config.experimental.tensor_float_32_execution_enabled()
     tf.config.experimental.enable_tensor_float_32_execution(False)
-    settings = {"tf.config.experimental.tensor_float_32_execution": "False"}
-    if tf.config.list_logical_devices("GPU"):
+    settings = {"device": found[0].name, "tf.config.experimental.tensor_float_32_execution": "False"}
+    if kind == "GPU":
         tf.config.experimental.enable_op_determinism()
         settings["tf.config.experimental.op_determinism"] = "True (for the rest of the process)"
     try:
-        yield settings
+        with tf.device(found[0].name):
+            yield settings
     finally:
         tf.config.experimental.enable_tensor_float_32_execution(saved)

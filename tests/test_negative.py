@@ -1,77 +1,114 @@
-"""A parity check is only worth something if a wrong port fails it: each test breaks one thing on purpose."""
+"""A parity check is only worth something if a wrong port fails it: each test breaks one thing on purpose.
+
+Every mistake goes through ``shared.parity.compare`` as a user's port would, with the wrong model in the
+target frameworks, and must fail the float32 floor rule as well as the float64 bound; the correct port
+passes both.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shared.parity import TOLERANCE
+from shared import frameworks
+from shared.parity import compare
 from shared.spec import get_spec
-from shared.weights import WeightMismatchError, randomize, relative_error
+from shared.weights import WeightMismatchError, randomize
 
-TOL = TOLERANCE["float32"]
-
-
-def logits_error(impls, arch, target, *, target_spec=None, x_size=64):
-    """Relative error of ``target``'s logits against torch's after porting random torch weights."""
-    spec = get_spec(arch)
-    weights = randomize(spec, seed=3)
-    x = np.random.default_rng(1).standard_normal((2, x_size, x_size, spec.in_channels)).astype(np.float32)
-    torch_model = impls["torch"].build_model(spec)
-    impls["torch"].import_weights(torch_model, weights)
-    model = impls[target].build_model(target_spec or spec)
-    impls[target].import_weights(model, weights)
-    return relative_error(impls[target].features(model, x)["fc"], impls["torch"].features(torch_model, x)["fc"])
+TARGETS = ["tf", "jax"]
+SIZE = 32  # every stride-2 layer of ResNet-18 still pads at 32x32
 
 
-@pytest.mark.parametrize("target", ["tf", "jax"])
-def test_correct_port_passes(impls, target):
-    assert logits_error(impls, "resnet18", target) <= TOL
+def port(wrong_spec=None, change=None):
+    """compare()'s factory for a wrong port: the weights changed by ``change``, into a model of ``wrong_spec``."""
+    def factories(name):
+        def build(spec, weights, dtype):
+            weights = change(dict(weights)) if change else weights
+            return frameworks.load_checkpoints(name).model_from_weights(wrong_spec or spec, weights, dtype)
+        return build
+
+    return {name: factories(name) for name in TARGETS}
 
 
-@pytest.mark.parametrize("target", ["tf", "jax"])
-def test_tf_same_padding_at_stride_2_is_caught(impls, target):
-    wrong = get_spec("resnet18", padding="tf_same")
-    assert logits_error(impls, "resnet18", target, target_spec=wrong) > 1e-2
+def results(arch, dtype, models=None, size=SIZE):
+    report = compare(arch, targets=["torch", *TARGETS], dtype=dtype, size=size, seed=3, models=models)
+    return report, [r for r in report.results if not r.reference]
 
 
-@pytest.mark.parametrize("target", ["tf", "jax"])
-def test_keras_default_bn_epsilon_is_caught(impls, target):
-    wrong = get_spec("resnet18", bn_eps=1e-3)
-    assert logits_error(impls, "resnet18", target, target_spec=wrong) > 10 * TOL
+def failures(result):
+    return [(c.name, f"{c.error:.1e} > {c.limit:.1e}") for c in result.checks if not c.passed]
 
 
-@pytest.mark.parametrize("target", ["tf", "jax"])
-def test_stride_on_the_1x1_instead_of_the_3x3_is_caught(impls, target):
+def assert_caught(arch, **mistake):
+    for dtype in ("float32", "float64"):
+        for result in results(arch, dtype, port(**mistake))[1]:
+            assert not result.passed, (dtype, result.framework)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_correct_port_passes(dtype):
+    for result in results("resnet18", dtype)[1]:
+        assert result.passed, (result.framework, failures(result))
+
+
+def test_tf_same_padding_at_stride_2_is_caught():
+    assert_caught("resnet18", wrong_spec=get_spec("resnet18", padding="tf_same"))
+
+
+def test_keras_default_bn_epsilon_is_caught():
+    assert_caught("resnet18", wrong_spec=get_spec("resnet18", bn_eps=1e-3))
+
+
+def test_keras_applications_epsilon_is_caught_in_float64():
+    """BN eps 1.001e-5 against 1e-5, the smallest port mistake: below float32's floor, far beyond float64's bound."""
+    for result in results("resnet18", "float64", port(wrong_spec=get_spec("resnet18", bn_eps=1.001e-5)))[1]:
+        assert not result.passed and result.first_divergence == "stem", result.framework
+
+
+def test_stride_on_the_1x1_instead_of_the_3x3_is_caught():
     # v1 (Keras applications) vs v1.5 (torchvision): same weights, different network
-    wrong = get_spec("resnet50", stride_on="1x1")
-    assert logits_error(impls, "resnet50", target, target_spec=wrong) > 1e-2
+    assert_caught("resnet50", wrong_spec=get_spec("resnet50", stride_on="1x1"))
 
 
-@pytest.mark.parametrize("target,module", [("tf", "tensorflow_impl.weights"), ("jax", "jax_impl.weights")])
-def test_missing_kernel_transpose_is_caught(impls, monkeypatch, target, module):
+@pytest.mark.parametrize("module", ["tensorflow_impl.weights", "jax_impl.weights"])
+def test_missing_kernel_transpose_is_caught(impls, monkeypatch, module):
     import importlib
 
     table = importlib.import_module(module).PARAMS
     # OIHW -> WHIO instead of HWIO: shapes still fit (square kernels), values land wrong
     monkeypatch.setitem(table, "conv", {**table["conv"], "weight": (table["conv"]["weight"][0], (3, 2, 1, 0))})
-    assert logits_error(impls, "resnet18", target) > 1e-2
+    name = "tf" if module.startswith("tensorflow") else "jax"
+    for dtype in ("float32", "float64"):
+        report, _ = results("resnet18", dtype)
+        assert not next(r for r in report.results if r.framework == name).passed, dtype
 
 
-@pytest.mark.parametrize("target", ["tf", "jax"])
-def test_swapped_bn_tensors_are_caught(impls, target):
+def test_swapped_bn_tensors_are_caught():
     # a port that reads gamma where the running variance is (both positive, same shape)
-    spec = get_spec("resnet18")
-    weights = randomize(spec, seed=3)
-    swapped = dict(weights)
-    swapped["layer1.0.bn1.weight"], swapped["layer1.0.bn1.running_var"] = (
-        weights["layer1.0.bn1.running_var"], weights["layer1.0.bn1.weight"])
-    x = np.random.default_rng(1).standard_normal((2, 64, 64, 3)).astype(np.float32)
-    ref = impls["torch"].build_model(spec)
-    impls["torch"].import_weights(ref, weights)
-    model = impls[target].build_model(spec)
-    impls[target].import_weights(model, swapped)
-    assert relative_error(impls[target].features(model, x)["fc"], impls["torch"].features(ref, x)["fc"]) > 1e-3
+    def swap(weights):
+        weights["layer1.0.bn1.weight"], weights["layer1.0.bn1.running_var"] = (
+            weights["layer1.0.bn1.running_var"], weights["layer1.0.bn1.weight"])
+        return weights
+
+    for dtype in ("float32", "float64"):
+        for result in results("resnet18", dtype, port(change=swap))[1]:
+            assert not result.passed and result.first_divergence == "layer1.0", (dtype, result.framework)
+
+
+def test_first_divergence_names_the_broken_block():
+    """A kernel transposed in layer3.1 only: the report names exactly that block, every block before it passes."""
+    def transpose_one(weights):
+        weights["layer3.1.conv1.weight"] = np.ascontiguousarray(weights["layer3.1.conv1.weight"].transpose(0, 1, 3, 2))
+        return weights
+
+    for dtype in ("float32", "float64"):
+        report, targets = results("resnet18", dtype, port(change=transpose_one))
+        assert report.first_divergence == "layer3.1", dtype
+        for result in targets:
+            names = [c.name for c in result.checks]
+            assert result.first_divergence == "layer3.1"
+            assert all(c.passed for c in result.checks[: names.index("layer3.1")])
+            assert "MISMATCH: first divergence at layer3.1" in report.table()
 
 
 @pytest.mark.parametrize("fw", ["torch", "tf", "jax"])

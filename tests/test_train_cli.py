@@ -139,11 +139,13 @@ def test_all_frameworks_lockstep(tmp_path, capsys):
     rows = [line.split() for line in out.splitlines() if re.match(r"\s+\d+ ", line)]
     assert [r[0] for r in rows] == ["1", "2", "3"]
     losses = np.array([[float(v) for v in r[1:4]] for r in rows])
-    drift = np.array([[float(v) for v in r[4:6]] for r in rows])
+    drift = np.array([[float(v) for v in r[4:7]] for r in rows])
+    over_limit = np.array([[float(v) for v in r[7:9]] for r in rows])
     # step 1's loss is a forward pass of identical weights on an identical batch
     np.testing.assert_allclose(losses[0], losses[0, 0], rtol=1e-5)
-    # BN biases start at zero, so after one step their drift is the gradient's own float32 error (~1e-5)
-    assert np.all(drift[0] <= 1e-4) and np.all(np.isfinite(drift))
+    # against the float64 truth each framework drifts about as far as the reference does: within the rule's limit
+    assert np.all(np.isfinite(drift)) and np.all(drift > 0)
+    assert np.all(over_limit <= 1.0), out
 
 
 @pytest.mark.slow

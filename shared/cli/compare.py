@@ -1,39 +1,85 @@
-"""``resnet-parity compare``: the parity check of the three frameworks, as a command with an exit code."""
+"""``resnet-parity compare``: the parity check of the three frameworks, as a command with an exit code and reports for CI."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+from pathlib import Path
 
 from .. import frameworks
-from ..parity import TOLERANCE, compare, format_table
-from ..spec import list_specs
-from ..train_parity import TOLERANCE as TRAIN_TOLERANCE, format_parity, train_parity
-from .base import EXIT_FAIL, EXIT_OK
+from ..checkpoint import FORMATS
+from ..parity import FIXED_FLOAT32, TOLERANCE, ParityReport, compare
+from ..spec import DTYPES, list_specs
+from ..train_parity import train_parity
+from .base import EXIT_FAIL, EXIT_OK, CliError, flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, choices=list_specs(), metavar="NAME", help="preset name")
-    parser.add_argument("--source", default="torch", choices=list(frameworks.FRAMEWORKS), help="framework whose weights are ported")
-    parser.add_argument("--dtype", default="float32", choices=list(TOLERANCE))
-    parser.add_argument("--size", type=int, default=None, help="input height and width (default: the preset's)")
+    rules = "; ".join(f"{dtype}: k={b['eval'].k:g}, atol={b['eval'].atol:.1e}" for dtype, b in TOLERANCE.items()
+                      if dtype != "float64")
+    parser.epilog = (
+        "Each framework runs the same weights and inputs in --dtype; the reference (--source) also runs in float64, "
+        "the truth. A tensor passes when its error against the truth is at most k times the reference's own error "
+        f"plus atol ({rules}); float64 runs must agree to {TOLERANCE['float64']['eval'].atol:.0e} (eval) and "
+        f"{TOLERANCE['float64']['train'].atol:.0e} (training). Exit 0 pass, 1 mismatch, 2 bad input.")
+    parser.add_argument("--arch", choices=list_specs(), metavar="NAME",
+                        help="preset (default with --weights: what the file records, else inferred from its weights)")
+    parser.add_argument("--weights", metavar="FILE", help="a checkpoint in any format convert reads, instead of random weights")
+    parser.add_argument("--from", dest="weights_format", choices=list(FORMATS), metavar="FMT",
+                        help="format of --weights (default: by suffix and content)")
+    parser.add_argument("--input", metavar="FILE.npy", help="an NHWC float array to run instead of a random batch")
+    parser.add_argument("--source", default="torch", choices=list(frameworks.FRAMEWORKS),
+                        help="the reference framework: its weights are ported and it runs the float64 truth")
+    parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset to compare (default: all installed)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="bfloat16/float16 run each framework's mixed precision (float32 parameters)")
+    parser.add_argument("--size", type=int, default=None, help="input height and width (default: the preset's; 64 at most "
+                                                               "with --train-steps)")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default 2; 8 with --train-steps)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset to compare (default: all installed)")
     parser.add_argument("--train-steps", type=int, default=0, metavar="K",
-                        help="instead of eval mode: train K steps from the same weights and batches and compare "
-                             "gradients, parameters and BN statistics (tolerance "
-                             f"{TRAIN_TOLERANCE['float32']:.0e} float32, {TRAIN_TOLERANCE['float64']:.0e} float64)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+                        help="instead of eval mode: train K steps from the same weights and batches and check logits, "
+                             "gradients, parameters and BN statistics after 1 and K steps")
+    parser.add_argument("--tolerance", type=float, nargs="?", const=FIXED_FLOAT32, default=None, metavar="X",
+                        help=f"a fixed bound on the pairwise relative error instead of the float64 floor "
+                             f"(default X: {FIXED_FLOAT32:.0e}); no float64 run")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="where every framework runs")
+    parser.add_argument("--per-layer", action="store_true", help="print every block (every tensor with --train-steps)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON (schema_version 1)")
+    parser.add_argument("--junit", metavar="FILE", help="also write JUnit XML: one test case per framework pair")
+    parser.add_argument("--warn-only", action="store_true", help="exit 0 on a mismatch (the report still says FAIL)")
+
+
+def jsonable(obj):
+    """The report with non-finite numbers as strings ("inf"), so strict JSON parsers read it."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.arch is None and args.weights is None:
+        raise CliError("pass --arch NAME, or --weights FILE to check a checkpoint")
+    if args.junit:
+        junit = Path(args.junit)
+        if not junit.parent.is_dir():
+            raise CliError(f"--junit {junit}: directory {junit.parent} does not exist")
+    common = dict(weights=args.weights, weights_format=args.weights_format, source=args.source, targets=args.frameworks,
+                  dtype=args.dtype, size=args.size, seed=args.seed, tolerance=args.tolerance, device=args.device)
     if args.train_steps:
-        report = train_parity(args.arch, args.train_steps, targets=args.frameworks, dtype=args.dtype,
-                              batch=8 if args.batch is None else args.batch, size=args.size, seed=args.seed)
-        print(json.dumps(report, indent=2) if args.json else format_parity(report))
-        return EXIT_OK if report["passed"] else EXIT_FAIL
-    report = compare(args.arch, source=args.source, targets=args.frameworks, dtype=args.dtype,
-                     size=args.size, batch=2 if args.batch is None else args.batch, seed=args.seed)
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
-    return EXIT_OK if report["passed"] else EXIT_FAIL
+        if args.input:
+            raise CliError("--input is for eval mode; --train-steps trains on random batches")
+        report: ParityReport = train_parity(args.arch, args.train_steps, batch=8 if args.batch is None else args.batch,
+                                            **common)
+    else:
+        report = compare(args.arch, inputs=args.input, batch=2 if args.batch is None else args.batch, **common)
+    report.notes = [flags(note) for note in report.notes]
+    print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else report.table(args.per_layer))
+    if args.junit:
+        Path(args.junit).write_text(report.junit())
+    return EXIT_OK if report.passed or args.warn_only else EXIT_FAIL

@@ -13,7 +13,7 @@ import json
 from .. import frameworks
 from ..checkpoint import FORMATS
 from ..convert import convert
-from ..parity import TOLERANCE
+from ..parity import FIXED_FLOAT32
 from ..spec import list_specs
 from .base import EXIT_FAIL, EXIT_OK, flags
 
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         f"formats: {formats}. A DST without a suffix is an Orbax directory. After writing, SRC and DST are loaded "
         f"into their frameworks and run on one random batch; DST is kept only if the logits agree to "
-        f"{TOLERANCE['float32']:.0e} (relative), else exit 1. Bad input: one line naming the file, exit 2."
+        f"{FIXED_FLOAT32:.0e} (relative), else exit 1. Bad input: one line naming the file, exit 2."
     )
     parser.add_argument("src", metavar="SRC", help="checkpoint to read: a file, or an Orbax directory")
     parser.add_argument("dst", metavar="DST", help="checkpoint to write; its suffix picks the format")

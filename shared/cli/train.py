@@ -47,18 +47,23 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 
 def format_lockstep(report: dict) -> str:
-    """One row per step: each framework's loss and each framework's parameter drift from the reference."""
+    """One row per step: each framework's loss, its parameters' drift from the float64 truth, and that drift
+    against the limit the reference's own float32 drift sets (shared.parity's rule; <= 1 is within it)."""
     names = list(report["losses"])
-    others = list(report["parameter_drift"])
-    head = f"{'step':>5} " + " ".join(f"{'loss ' + n:>12}" for n in names) + " " + " ".join(f"{'drift ' + n:>12}" for n in others)
+    targets = list(report["drift_over_limit"])
+    rule = report["rule"]
+    head = (f"{'step':>5} " + " ".join(f"{'loss ' + n:>12}" for n in names) + " "
+            + " ".join(f"{'drift ' + n:>12}" for n in names) + " " + " ".join(f"{'/limit ' + n:>12}" for n in targets))
     lines = [
         f"{report['arch']} on {report['dataset']}, {report['steps']} steps from {frameworks.LABELS[report['reference']]}'s "
-        f"initial weights; drift = max over tensors of max|p - p_ref| / max|p_ref| (parameters, not BN statistics)",
+        f"initial weights; drift = max over parameter tensors of the relative error against "
+        f"{frameworks.LABELS[report['reference']]} in float64; limit: {rule['description']}",
         head, "-" * len(head),
     ]
     for t in range(report["steps"]):
         lines.append(f"{t + 1:>5} " + " ".join(f"{report['losses'][n][t]:>12.6f}" for n in names) + " "
-                     + " ".join(f"{report['parameter_drift'][n][t]:>12.2e}" for n in others))
+                     + " ".join(f"{report['parameter_drift'][n][t]:>12.2e}" for n in names) + " "
+                     + " ".join(f"{report['drift_over_limit'][n][t]:>12.2f}" for n in targets))
     return "\n".join(lines)
 
 
