@@ -3,6 +3,8 @@
     python docs/generate_idioms.py           rewrite docs/idioms.md
     python docs/generate_idioms.py --check   exit 1 if docs/idioms.md is out of date with the code
 
+Either exits 2, saying what to fix, when the files cannot be laid side by side.
+
 Stdlib only: no framework is imported, the source files are only parsed. Units (module docstring,
 imports, constants, functions, classes and their methods) are matched by name across the three files
 and laid out in their common order; a unit missing from a framework needs a note in ``NOTES`` saying
