@@ -53,8 +53,20 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "Sequential.__getitem__": {
             "jax_impl": "`nnx.List` is indexable already.",
         },
-        "Sequential.call": {
-            "tensorflow_impl": "`keras.Sequential` calls its layers in order itself.",
+        "Sequential.__init__": {
+            "jax_impl": "`nnx.List(layers)` takes the list itself.",
+        },
+        "Policy": {
+            "pytorch_impl": "`torch.autocast` takes the compute dtype alone: `ResNet(compute_dtype=)`; parameters keep the dtype `.to()` gives them.",
+            "tensorflow_impl": "Keras has its own dtype policy (`mixed_bfloat16`): see `policy`.",
+        },
+        "BatchNorm": {
+            "pytorch_impl": "Under `torch.autocast` BN's statistics and affine parameters stay float32 and only its output is low precision.",
+            "tensorflow_impl": "Under a mixed policy `BatchNormalization` computes in float32 and rounds only its output.",
+        },
+        "policy": {
+            "pytorch_impl": "No policy object: `build_model` passes `compute_dtype` to `ResNet`.",
+            "jax_impl": "`Policy`, near the top, plays this part; `build_model` builds it.",
         },
         "ResNet.reset_parameters": {
             "tensorflow_impl": "Initialisers are arguments of each layer (`kernel_initializer=`), applied when Keras creates the variables.",
@@ -68,12 +80,20 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
             "pytorch_impl": "Nothing to rebuild from: see `get_config`.",
             "jax_impl": "Nothing to rebuild from: see `get_config`.",
         },
-        "ResNet.build_for": {
+        "ResNet.build_all": {
             "pytorch_impl": "Parameters exist after `__init__`: layers are given their input channels.",
             "jax_impl": "Parameters exist after `__init__`: modules are given their input channels.",
         },
     },
     "weights.py": {
+        "_forward_features": {
+            "pytorch_impl": "PyTorch runs the forward eagerly; `features` calls `model.forward_features` directly.",
+            "tensorflow_impl": "Keras runs `forward_features` eagerly here; a compiled forward is `tf.function`'s business.",
+        },
+        "as_numpy": {
+            "tensorflow_impl": "`tensor.numpy()`, then `shared.weights.widened` (numpy holds TF's bfloat16 via ml_dtypes).",
+            "jax_impl": "`np.asarray(array)`, then `shared.weights.widened` (numpy holds JAX's bfloat16 via ml_dtypes).",
+        },
         "PARAMS": {
             "pytorch_impl": "The model's `state_dict` already has the canonical names and layouts: nothing to map.",
         },
@@ -98,10 +118,6 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "TorchAdam": {
             "pytorch_impl": "`torch.optim.Adam` is the recipe's definition.",
             "jax_impl": "`optax.adam` adds eps after the bias correction already, as torch does.",
-        },
-        "_dtype": {
-            "pytorch_impl": "`LambdaLR` scales a Python float: no lr table whose dtype must be chosen.",
-            "tensorflow_impl": "`model.dtype_policy.variable_dtype` says it.",
         },
         "_train_step": {
             "pytorch_impl": "Eager: `train_step` runs the step itself; nothing is traced or compiled (`tf.function`, `nnx.jit`).",
@@ -139,8 +155,9 @@ class Convention:
     without_test: str = ""  # why no test is linked, when none is
 
 
-NEGATIVE, TRAINING, VARIANTS, KERAS_APPS = (
+NEGATIVE, TRAINING, VARIANTS, KERAS_APPS, PRECISION = (
     "tests/test_negative.py", "tests/test_training_parity.py", "tests/test_variants.py", "tests/test_keras_applications.py",
+    "tests/test_precision.py",
 )
 
 CONVENTIONS = (
@@ -159,9 +176,7 @@ CONVENTIONS = (
         "max-pool padding value", "`F.max_pool2d(padding=1)` pads with -inf; V2's zeros by `F.pad` first",
         "`ops.pad` pads with 0 unless told: `constant_values=-inf` by hand, then `'valid'` (`'same'` pads the bottom/right more)",
         "`nnx.max_pool` with explicit padding pads with -inf; V2's zeros by `jnp.pad` first",
-        (),
-        "none yet: after the v1 stem's ReLU, zero and -inf padding agree; only the pre-activation stem "
-        "(Keras applications V2 pads with zeros) tells them apart",
+        (Link(NEGATIVE, "test_max_pool_padding_value_is_caught"),),
     ),
     Convention(
         "BN momentum", "0.1, the weight of the *new* batch", "0.99 default, the weight of the *old* value: `1 - 0.1`",
@@ -198,6 +213,14 @@ CONVENTIONS = (
         "weight decay", "coupled: L2 added to the gradient", "`weight_decay=` is decoupled (`p -= lr * wd * p`)",
         "coupled with `add_decayed_weights` chained *before* the optimizer; decoupled after it",
         (Link(TRAINING, "test_keras_decoupled_weight_decay_is_caught"),),
+    ),
+    Convention(
+        "mixed precision", "`torch.autocast(dtype=bfloat16)` around the forward, float32 parameters",
+        "the `mixed_bfloat16` policy: float32 variables, bfloat16 compute, BN in float32",
+        "`dtype=bfloat16` over `param_dtype=float32`; stock `nnx.BatchNorm` then uses its statistics in bfloat16",
+        (Link(PRECISION, "test_mixed_precision_is_each_frameworks_idiom"),
+         Link(PRECISION, "test_flax_stock_batchnorm_rounds_its_statistics_in_bfloat16"),
+         Link(PRECISION, "test_a_statistic_kept_in_bfloat16_fails_the_floor_rule_and_passes_the_tempting_one")),
     ),
 )
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from shared.recipe import SGD, Convention, Recipe, lr_factor
 
 from .resnet import ResNet
-from .weights import inputs, widened
+from .weights import as_numpy, inputs
 
 BN_RUNNING_VAR: Convention = "unbiased"
 TRAINING_STATE_FILES = ("model.pth", "optimizer.pth")
@@ -60,7 +60,7 @@ def train_step(model: ResNet, optimizer: Optimizer, x: np.ndarray, y: np.ndarray
     loss.backward()
     optimizer.optimizer.step()
     optimizer.scheduler.step()
-    return loss.item(), widened(logits.detach())
+    return loss.item(), as_numpy(logits.detach())
 
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
@@ -77,7 +77,7 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval()
     with torch.no_grad():
-        return np.concatenate([widened(model(inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
+        return np.concatenate([as_numpy(model(inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:

@@ -43,11 +43,11 @@ def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[st
     model.train(training)
     with torch.set_grad_enabled(training):
         feats = model.forward_features(inputs(model, x))
-    feats = {k: widened(v.detach()) for k, v in feats.items()}
+    feats = {k: as_numpy(v.detach()) for k, v in feats.items()}
     return {k: v.transpose(0, 2, 3, 1) if v.ndim == 4 else v for k, v in feats.items()}
 
 
-def widened(tensor: torch.Tensor) -> np.ndarray:
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     """A tensor as numpy: float16/bfloat16 (mixed precision's activations) as float32, exactly; numpy has no bfloat16."""
     return tensor.to("cpu", torch.promote_types(tensor.dtype, torch.float32)).numpy()
 

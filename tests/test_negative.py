@@ -65,6 +65,11 @@ def test_keras_applications_epsilon_is_caught_in_float64():
         assert not result.passed and result.first_divergence == "stem", result.framework
 
 
+def test_max_pool_padding_value_is_caught():
+    # Keras applications V2 pads its stem max-pool with zeros; with no ReLU before it (pre-activation), -inf differs
+    assert_caught("keras_resnet50v2", wrong_spec=get_spec("keras_resnet50v2", pool_zero_pad=False))
+
+
 def test_stride_on_the_1x1_instead_of_the_3x3_is_caught():
     # v1 (Keras applications) vs v1.5 (torchvision): same weights, different network
     assert_caught("resnet50", wrong_spec=get_spec("resnet50", stride_on="1x1"))
