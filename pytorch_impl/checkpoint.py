@@ -33,6 +33,15 @@ WRAPPERS = ("state_dict", "model_state_dict", "model")
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
     """A torch.save'd state_dict, unwrapped, as numpy (d2l seed keys renamed); no code in the file runs."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive; before PyTorch 1.6, a pickle (protocol 2 to 5)
+    pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+    if not (head.startswith(b"PK\x03\x04") or pickled):
+        guess = checkpoint.sniff(path)
+        what = f"it looks like {FORMATS[guess].label}" if guess else (
+            "it is text" if head.isascii() and head.decode("ascii").isprintable() else f"it starts with {head!r}")
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive or a pickle); {what}")
     try:
         # torchvision's reference scripts save their argparse.Namespace beside the weights: plain values
         with warnings.catch_warnings(), torch.serialization.safe_globals([argparse.Namespace]):

@@ -415,18 +415,36 @@ def check_destination(path: Path, *, force: bool) -> None:
         raise CheckpointError(f"{path}: cannot write: permission denied in {parent}")
 
 
+STAGING = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}-(.+)")  # .tmp-<pid>-<token>-<destination name>
+
+
 class Staged:
-    """A temporary path beside the destination; ``commit`` renames it into place, else it is removed."""
+    """A temporary path beside the destination; ``commit`` renames it into place, else it is removed.
+
+    The name carries the writing process's id, so a later write to the same destination can remove
+    what a killed one left behind (``remove_stale``).
+    """
 
     def __init__(self, dst: Path):
         self.dst = dst
         # same directory (so the rename is atomic), same name at the end (so suffix rules still apply)
-        self.path = dst.parent / f".tmp-{secrets.token_hex(4)}-{dst.name}"
+        self.path = dst.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{dst.name}"
         self.committed = False
+
+    def remove_stale(self) -> list[Path]:
+        """Remove this destination's staging paths whose writer no longer runs; returns them."""
+        stale = []
+        for entry in self.dst.parent.iterdir():
+            found = STAGING.fullmatch(entry.name)
+            if found and found[2] == self.dst.name and not _running(int(found[1])):
+                _remove(entry)
+                stale.append(entry)
+        return stale
 
     def commit(self) -> None:
         if not self.path.exists():
             raise CheckpointError(f"{self.dst}: the writer produced no output")
+        _honour_umask(self.path)
         if self.dst.is_dir() or (self.dst.exists() and self.path.is_dir()):
             # a directory cannot be replaced in one rename: move the old one aside first
             old = self.dst.parent / f".old-{secrets.token_hex(4)}-{self.dst.name}"
@@ -436,6 +454,26 @@ class Staged:
         else:
             os.replace(self.path, self.dst)
         self.committed = True
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _honour_umask(path: Path) -> None:
+    """Give what a writer created the permissions the user's umask asks for (some libraries write 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for entry in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        os.chmod(entry, (0o777 if entry.is_dir() else 0o666) & ~mask)
 
 
 def _remove(path: Path) -> None:
@@ -452,6 +490,7 @@ def staged(dst: str | os.PathLike, *, force: bool) -> Iterator[Staged]:
     dst = Path(dst)
     check_destination(dst, force=force)
     stage = Staged(dst)
+    stage.remove_stale()
     try:
         yield stage
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import as_torch, torch_save
 from shared import checkpoint
 from shared.checkpoint import CheckpointError
 from shared.infer import ArchitectureError, infer
@@ -343,19 +344,6 @@ def test_load_checkpoint_with_arch_of_another_architecture_says_what_differs(sma
 
 
 # ----------------------------------------------------------------------------- state_dict wrappers, d2l, dtypes
-
-
-def torch_save(obj, path: Path) -> Path:
-    import torch
-
-    torch.save(obj, path)
-    return path
-
-
-def as_torch(weights: dict) -> dict:
-    import torch
-
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
 
 
 @pytest.mark.parametrize("wrap", [

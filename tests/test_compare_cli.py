@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
-import torch
 
+from helpers import as_torch, torch_save
 from shared import frameworks
 from shared.cli import main
 from shared.parity import assert_parity
@@ -54,10 +54,6 @@ def test_junit_and_warn_only(capsys, tmp_path):
     assert code == 0 and ET.parse(junit).getroot().get("failures") == "0"
 
 
-def save_torchvision_style(path, weights):
-    torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, path)
-
-
 @pytest.mark.parametrize("name,writer", [
     ("torchvision.pth", "torchvision"), ("model.pth", "torch"), ("model.weights.h5", "tf"), ("model.msgpack", "jax"),
 ])
@@ -66,7 +62,7 @@ def test_your_own_weights(capsys, tmp_path, impls, name, writer):
     weights = randomize(get_spec(ARCH), seed=5)
     path = tmp_path / name
     if writer == "torchvision":
-        save_torchvision_style(path, weights)
+        torch_save(as_torch(weights), path)
     else:
         model = frameworks.load_checkpoints(writer).model_from_weights(get_spec(ARCH), weights)
         impls[writer].save_checkpoint(model, path)
@@ -96,7 +92,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, array, message):
 
 
 def test_checkpoint_of_another_architecture_is_one_line(capsys, tmp_path):
-    save_torchvision_style(tmp_path / "w.pth", randomize(get_spec(ARCH)))
+    torch_save(as_torch(randomize(get_spec(ARCH))), tmp_path / "w.pth")
     code, out, err = compare(capsys, "--weights", str(tmp_path / "w.pth"), "--arch", "resnet32")
     assert code == 2 and out == "" and "do not fit resnet32" in err and len(err.strip().splitlines()) == 1
 

@@ -367,3 +367,21 @@ def test_an_orbax_checkpoint_declaring_more_than_it_stores_is_refused(impls, tmp
     with pytest.raises(ValueError, match="declares 4,294,967,296 bytes of arrays but stores 1,000; refused"):
         impls["jax"].checkpoint._check_declared(huge, tmp_path / "ckpt")
     impls["jax"].checkpoint._check_declared([SimpleNamespace(shape=(250,), dtype="float32")], tmp_path / "ckpt")
+
+
+def test_a_text_file_named_pth_is_called_text(capsys, tmp_path):
+    (tmp_path / "notes.pth").write_text("hello\nworld\n")
+    code, out, err = convert(capsys, tmp_path / "notes.pth", tmp_path / "out.safetensors")
+    assert code == 2 and out == "" and "not a PyTorch checkpoint" in err and "it is text" in err
+
+
+def test_outputs_honour_the_umask_and_stale_staging_is_removed(capsys, source, tmp_path):
+    stale = tmp_path / ".tmp-999999999-0123abcd-out.safetensors"  # no such process: a killed conversion's
+    stale.write_bytes(b"x" * 100)
+    old = os.umask(0o027)
+    try:
+        code, _, _ = convert(capsys, source, tmp_path / "out.safetensors", "--no-verify")
+    finally:
+        os.umask(old)
+    assert code == 0 and not stale.exists()
+    assert (tmp_path / "out.safetensors").stat().st_mode & 0o777 == 0o640

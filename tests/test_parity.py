@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
+from helpers import random_images
 from shared import frameworks
 from shared.parity import check_tensors, compare, eval_tensors, rule_for
 from shared.spec import get_spec, list_specs
@@ -30,11 +31,6 @@ CASES = [
 ]
 
 
-def small_input(spec, dtype, size=None, batch=2, seed=0):
-    size = size or (64 if spec.image_size > 64 else spec.image_size)
-    return np.random.default_rng(seed).standard_normal((batch, size, size, spec.in_channels)).astype(dtype)
-
-
 @functools.lru_cache(maxsize=2)
 def matrix(arch: str, dtype: str, size: int | None = None) -> dict:
     """For each source: randomise it, export, import into the others, compare every stage and the round trip."""
@@ -46,7 +42,7 @@ def _matrix(arch: str, dtype: str, size: int | None) -> dict:
     impls = {name: frameworks.load(name) for name in FRAMEWORKS}
     spec = get_spec(arch)
     models = {name: impl.build_model(spec, dtype=dtype) for name, impl in impls.items()}
-    x = small_input(spec, dtype, size)
+    x = random_images(spec, size, dtype=dtype)
     rule = rule_for(dtype, "eval", None)
     results = {}
     for k, src in enumerate(FRAMEWORKS):
@@ -92,7 +88,7 @@ def test_eval_parity(arch, dtype, src, dst):
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_full_size_224(arch):
     spec = get_spec(arch)
-    x = small_input(spec, "float32", size=224, batch=1)
+    x = random_images(spec, 224, batch=1)
     report = compare(arch, inputs=x, seed=7)
     assert report.inputs["shape"] == [1, 224, 224, 3]
     assert [c.name for c in report.results[0].checks] == eval_tensors(spec)

@@ -15,6 +15,7 @@ from flax import nnx
 from torch import nn
 
 from shared import frameworks
+from shared.parity import FIXED_FLOAT32
 from shared.spec import get_spec
 from shared.summary import summary
 from shared.weights import count_parameters, relative_error
@@ -24,7 +25,7 @@ torch_impl, tf_impl, jax_impl = (frameworks.load(name) for name in ("torch", "tf
 import keras  # noqa: E402  (after tensorflow_impl has chosen the backend)
 from keras import layers, ops  # noqa: E402
 
-TOLERANCE = 1e-5  # relative error max|a-b| / max|b|, float32
+TOLERANCE = FIXED_FLOAT32  # against another library's float32 model: no float64 run of it to take a floor from
 # He et al. 2016, §4.2 table (0.27M ... 19.4M), to the unit for option A; BN statistics not counted
 CIFAR_COUNTS = {
     "resnet20": 269_722,
