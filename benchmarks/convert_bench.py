@@ -8,9 +8,12 @@ resnet50 with ``shared.convert.convert`` (no verification unless --verify). Repo
   (Linux /proc/self/status VmHWM, reset through /proc/self/clear_refs), against the checkpoint size,
   the float32 bytes of every tensor.
 The keras.applications formats (keras-h5, keras-app) hold keras_resnet50, so pairs involving them use it.
+Other libraries' formats (--libraries) are timed against safetensors (the canonical form, read and written in
+0.1 s), both ways (ONNX as a target only), each with the ResNet-50 the library has: hf resnet50, timm and keras-hub
+resnet50d (vd), flax-linen resnet50 with the Flax example's padding, onnx resnet50.
 Targets: < 2 s and < 3x the checkpoint size.
 
-    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--json FILE] [--markdown]
+    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--libraries] [--json FILE] [--markdown]
 """
 
 from __future__ import annotations
@@ -42,17 +45,38 @@ NAMES = {
     "keras-h5": "model.h5", "keras-app": "model.weights.h5",
 }
 KERAS_APPLICATIONS = ("keras-h5", "keras-app")
+# other libraries' formats -> (the ResNet-50 measured, the small network of the warm-up), and what they pair with
+LIBRARIES = {
+    "hf": ("resnet50", "resnet18"), "timm": ("resnet50d", "resnet18d"), "keras-hub": ("resnet50d", "resnet18"),
+    "flax-linen": ("flax_resnet50", "flax_resnet18"), "onnx": ("resnet50", "resnet20"),
+}
+NAMES.update({"hf": "model_hf", "timm": "model_timm.safetensors", "keras-hub": "model_keras_hub",
+              "flax-linen": "model_linen.msgpack", "onnx": "model.onnx"})
+PARTNERS = ("safetensors",)
+# not presets: the Flax example's network pads like no preset does, and no file format but its own says so
+SPECS = {f"flax_{name}": get_spec(name, padding="tf_same") for name in ("resnet18", "resnet50")}
 TIME_TARGET_S, MEMORY_TARGET = 2.0, 3.0
 
 
-def arch_for(src: str, dst: str) -> str:
+def spec_of(arch: str):
+    return SPECS.get(arch) or get_spec(arch)
+
+
+def arch_for(src: str, dst: str, warm: bool = False) -> str:
+    library = next((f for f in (src, dst) if f in LIBRARIES), None)
+    if library:
+        return LIBRARIES[library][warm]
+    if warm:
+        return "resnet20"
     return "keras_resnet50" if {src, dst} & set(KERAS_APPLICATIONS) else "resnet50"
 
 
-def all_pairs() -> list[tuple[str, str]]:
-    generic = [f for f in NAMES if f not in KERAS_APPLICATIONS]
+def all_pairs(libraries: bool = False) -> list[tuple[str, str]]:
+    if libraries:
+        return [pair for f in LIBRARIES for g in PARTNERS for pair in ((f, g), (g, f)) if pair[0] != "onnx"]
+    generic = [f for f in NAMES if f not in KERAS_APPLICATIONS and f not in LIBRARIES]
     return list(permutations(generic, 2)) + [
-        (a, b) for a, b in permutations(NAMES, 2) if {a, b} & set(KERAS_APPLICATIONS)
+        (a, b) for a, b in permutations(NAMES, 2) if {a, b} & set(KERAS_APPLICATIONS) and not {a, b} & set(LIBRARIES)
     ]
 
 
@@ -62,13 +86,17 @@ def source_path(folder: Path, arch: str, fmt: str) -> Path:
 
 def prepare_sources(folder: Path, pairs: list[tuple[str, str]]) -> None:
     """Every source file the pairs need, written from random weights (every tensor, BN statistics included)."""
-    # resnet20 in every other format: the warm-up conversions
-    needed = {(arch_for(a, b), a) for a, b in pairs} | {("resnet20", f) for f in NAMES if f not in KERAS_APPLICATIONS}
+    # and the small networks of the warm-up conversions
+    needed = {(arch_for(a, b, warm), warm_format(a) if warm else a) for a, b in pairs for warm in (False, True)}
     for arch in sorted({arch for arch, _ in needed}):
         (folder / arch).mkdir(parents=True, exist_ok=True)
-        weights = randomize(get_spec(arch), seed=0)
+        weights = randomize(spec_of(arch), seed=0)
         for _, fmt in sorted(f for f in needed if f[0] == arch):
-            checkpoint.write(source_path(folder, arch, fmt), weights, get_spec(arch), fmt, force=True)
+            checkpoint.write(source_path(folder, arch, fmt), weights, spec_of(arch), fmt, force=True)
+
+
+def warm_format(fmt: str) -> str:
+    return "keras-weights" if fmt in KERAS_APPLICATIONS else fmt
 
 
 def memory_kb(field: str) -> int:
@@ -91,17 +119,19 @@ def child(folder: Path, src: str, dst: str, verify: bool) -> dict:
         frameworks.load("torch")
     imports = time.perf_counter() - start
     out = Path(tempfile.mkdtemp(dir=folder))
-    # the same frameworks, the same code paths as far as a tiny model can take them (keras.applications has no resnet20)
-    warm = ["keras-weights" if f in KERAS_APPLICATIONS else f for f in (src, dst)]
+    # the same frameworks, the same code paths as far as a small model can take them (keras.applications has none)
+    warm = [warm_format(f) for f in (src, dst)]
     if warm[0] != warm[1]:
-        convert(source_path(folder, "resnet20", warm[0]), out / f"warm-{NAMES[warm[1]]}", dst_format=warm[1],
-                verify_output=verify)
+        small = arch_for(src, dst, warm=True)
+        convert(source_path(folder, small, warm[0]), out / f"warm-{NAMES[warm[1]]}", arch=SPECS.get(small),
+                dst_format=warm[1], verify_output=verify)
     arch = arch_for(src, dst)
-    size = 4 * sum(int(np.prod(s)) for s in canonical_shapes(get_spec(arch)).values())
+    size = 4 * sum(int(np.prod(s)) for s in canonical_shapes(spec_of(arch)).values())
     gc.collect()
     reset_peak()
     base = memory_kb("VmRSS")
-    report = convert(source_path(folder, arch, src), out / NAMES[dst], src_format=src, dst_format=dst, verify_output=verify)
+    report = convert(source_path(folder, arch, src), out / NAMES[dst], arch=SPECS.get(arch), src_format=src,
+                     dst_format=dst, verify_output=verify)
     peak = (memory_kb("VmHWM") - base) * 1024
     t = report["timings"]
     return {
@@ -116,6 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--verify", action="store_true", help="include verification (not part of the targets)")
     parser.add_argument("--only", metavar="FMT", help="only pairs involving this format")
+    parser.add_argument("--libraries", action="store_true", help="other libraries' formats instead of ours")
     parser.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     parser.add_argument("--markdown", action="store_true", help="also print a from x to grid of time and peak")
     parser.add_argument("--dir", help="working directory (default: a temporary one)")
@@ -125,7 +156,7 @@ def main() -> int:
         print(json.dumps(child(Path(args.child[0]), args.child[1], args.child[2], args.verify)))
         return 0
 
-    pairs = [p for p in all_pairs() if args.only in (None, *p)]
+    pairs = [p for p in all_pairs(args.libraries) if args.only in (None, *p)]
     folder = Path(args.dir or tempfile.mkdtemp(prefix="convert-bench-"))
     print(f"writing source checkpoints in {folder} ...", flush=True)
     prepare_sources(folder, pairs)

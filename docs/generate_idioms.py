@@ -47,6 +47,18 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
             "pytorch_impl": "`nn.Identity` is built in.",
             "tensorflow_impl": "`layers.Identity` is built in.",
         },
+        "ReLU": {
+            "pytorch_impl": "`nn.ReLU` is built in.",
+            "tensorflow_impl": "`layers.ReLU` is built in.",
+        },
+        "AvgPool": {
+            "pytorch_impl": "`nn.AvgPool2d(2, s, ceil_mode=True, count_include_pad=False)` is timm's pool itself: `avg_pool` uses it.",
+            "tensorflow_impl": "`layers.AveragePooling2D(2, s, 'same')` leaves the padding out of the average: `avg_pool` uses it.",
+        },
+        "tf_same_pad": {
+            "tensorflow_impl": "Keras's own `'same'` pads TensorFlow's way: `Conv2d` and `MaxPool` ask for it.",
+            "jax_impl": "`nnx.Conv` and `nnx.max_pool` take `'SAME'` themselves.",
+        },
         "Sequential": {
             "pytorch_impl": "`nn.Sequential` already calls its children in order and names them `0`, `1`, as torchvision's keys need.",
         },

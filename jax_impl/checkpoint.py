@@ -1,7 +1,8 @@
 """Flax checkpoint files <-> canonical weights: an Orbax checkpoint directory of the NNX state (Flax's
-recommended format) and ``flax.serialization`` msgpack of it; models from files.
+recommended format) and ``flax.serialization`` msgpack of it, and the same two holding the Flax ImageNet
+example's linen variables (``shared.libraries.flax_linen``); models from files.
 
-Both are read without a target structure, so the file's own variable names decide what is what.
+All are read without a target structure, so the file's own variable names decide what is what.
 """
 
 from __future__ import annotations
@@ -25,19 +26,21 @@ from flax import nnx, serialization
 
 from shared import checkpoint
 from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, from_native
+from shared.libraries import flax_linen
 from shared.spec import ResNetSpec
-from shared.weights import canonical_layers, from_canonical
+from shared.weights import WeightMismatchError, canonical_layers, from_canonical
 
 from .resnet import ResNet, build_model
 from .weights import PARAMS, export_weights, import_weights
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
-    """An Orbax directory (architecture from its metadata) or a msgpack file, as canonical weights.
+    """An Orbax directory (architecture from its metadata) or a msgpack file, as canonical weights; either may hold
+    the Flax ImageNet example's variables (the architecture from their shapes).
 
     Both record their variable names, so ``spec`` is not needed.
     """
-    if fmt == "orbax":
+    if path.is_dir():
         with _orbax_quietly():
             checkpointer = ocp.StandardCheckpointer()
             try:
@@ -52,6 +55,15 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
     else:
         tree = serialization.msgpack_restore(path.read_bytes())
         recorded = None
+    if fmt == "flax-linen" or (isinstance(tree, dict) and {"params", "batch_stats"} <= set(tree)):
+        try:
+            weights, spec = flax_linen.to_canonical_weights(tree, path)
+        except WeightMismatchError as err:
+            raise CheckpointError(f"{path}: the Flax ImageNet example's variables do not fit its {err.context}: "
+                                  f"{checkpoint.mismatch_line(err)}") from err
+        ignored = sorted(set(tree) - set(flax_linen.COLLECTIONS))
+        notes = [f"the Flax ImageNet example's variables; ignored its {', '.join(ignored)}"] if ignored else []
+        return Checkpoint(weights, spec, FORMATS["flax-linen"], notes)
     variables = {(".".join(keys[:-1]), keys[-1]): value for keys, value in _leaves(tree, (), path)}
     del tree  # the arrays live on in `variables` alone, which from_native empties as it goes
     return Checkpoint(from_native(variables, PARAMS, path, consume=True), recorded, FORMATS[fmt])
@@ -179,8 +191,15 @@ def write_orbax(path: Path, tree: dict, spec: ResNetSpec) -> None:
 def write_weights(
     path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
 ) -> None:
-    """Write canonical weights as the NNX state of this ResNet (with ``consume``, emptying ``weights``), no model built."""
-    if fmt == "orbax":
+    """Write canonical weights as the NNX state of this ResNet, or as the Flax ImageNet example's variables (msgpack
+    for a .msgpack path, else Orbax); with ``consume``, emptying ``weights``; no model built."""
+    if fmt == "flax-linen":
+        tree = flax_linen.from_canonical_weights(weights, spec, path, consume=consume)
+        if path.suffix == ".msgpack":
+            _write_msgpack(path, tree)
+        else:
+            write_orbax(path, jax.tree.map(lambda a: jax.device_put(a, may_alias=True), tree), spec)
+    elif fmt == "orbax":
         write_orbax(path, state_dict(weights, spec, leaf=_variable, consume=consume), spec)
     else:
         _write_msgpack(path, state_dict(weights, spec, consume=consume))

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
@@ -21,9 +21,11 @@ class Policy(NamedTuple):
     param_dtype: jnp.dtype = jnp.dtype(jnp.float32)
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
-    # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed
-    padding = "SAME" if spec.padding == "tf_same" else [(kernel // 2, kernel // 2)] * 2
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, policy: Policy,
+         stem: bool = False) -> nnx.Module:
+    # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed and the Flax example
+    pad = spec.stem_padding if stem else spec.padding
+    padding = "SAME" if pad == "tf_same" else [(kernel // 2, kernel // 2)] * 2
     # torchvision's init, spelled out: He normal over fan-out
     init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
     return nnx.Conv(
@@ -66,13 +68,45 @@ def norm(spec: ResNetSpec, channels: int, *, rngs: nnx.Rngs, policy: Policy) -> 
     )
 
 
+class Sequential(nnx.List):
+    """Layers called in order, numbered like torch's nn.Sequential (nnx.Sequential would add a 'layers' level to the paths)."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+class ReLU(nnx.Module):
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nnx.relu(x)
+
+
+def make_stem(spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
+    """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
+    convs = spec.stem_convs()
+    stem = []
+    for i, (cin, cout, kernel, stride) in enumerate(convs):
+        last = i == len(convs) - 1
+        if i:
+            stem.append(norm(spec, cin, rngs=rngs, policy=policy))
+            stem.append(ReLU())
+        bias = spec.has_bias(not (last and spec.preact), stem=True)
+        stem.append(conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, policy=policy, stem=True))
+    return stem[0] if spec.stem != "deep" else Sequential(stem)
+
+
 class MaxPool(nnx.Module):
-    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+    """The stem's 3x3/2 max-pool, padded by one (TF-'same' where ``padding`` says): with -inf, or with zeros as
+    Keras applications V2 does."""
 
     def __init__(self, spec: ResNetSpec):
         self.zero_pad = spec.pool_zero_pad
+        self.tf_same = spec.padding == "tf_same"
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.tf_same:  # the Flax ImageNet example's own 'SAME' max-pool: more at the bottom/right, with -inf
+            return nnx.max_pool(x, (3, 3), (2, 2), "SAME")
         if self.zero_pad:
             x = jnp.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
             return nnx.max_pool(x, (3, 3), (2, 2), "VALID")
@@ -95,22 +129,33 @@ class Shortcut(nnx.Module):
         return jnp.pad(x, [(0, 0), (0, 0), (0, 0), (self.pad, self.pad)]) if self.pad else x
 
 
-class Sequential(nnx.List):
-    """Layers called in order, numbered like torch's nn.Sequential (nnx.Sequential would add a 'layers' level to the paths)."""
+class AvgPool(nnx.Module):
+    """ResNet-D's 2x2 average pool before the projection: windows that overhang an odd edge average what they cover."""
+
+    def __init__(self, stride: int):
+        self.stride = stride
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        for layer in self:
-            x = layer(x)
-        return x
+        # 'SAME' pads bottom/right; without count_include_pad=False (Flax's default is True) the pad would count
+        s = self.stride
+        return nnx.avg_pool(x, (2, 2), (s, s), "SAME", count_include_pad=False)
+
+
+def avg_pool(stride: int) -> nnx.Module:
+    return Identity() if stride == 1 else AvgPool(stride)  # as in timm, so the conv stays downsample.1
 
 
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     if plan.shortcut == "identity":
         return Identity()
-    if plan.shortcut == "projection":
+    if plan.shortcut in PROJECTIONS:
         with_bn = spec.batch_norm and spec.shortcut_bn
         bias = spec.has_bias(with_bn)
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, rngs=rngs, policy=policy)]
+        # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
+        pooled = plan.shortcut == "avgpool_projection"
+        projection = [avg_pool(plan.stride)] if pooled else []
+        stride = 1 if pooled else plan.stride
+        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias, rngs=rngs, policy=policy))
         if with_bn:
             projection.append(norm(spec, plan.out_channels, rngs=rngs, policy=policy))
         return Sequential(projection)
@@ -132,7 +177,7 @@ class Block(nnx.Module):
             if not self.preact:
                 setattr(self, f"bn{i}", norm(spec, cout, rngs=rngs, policy=policy))
         self.downsample = make_shortcut(spec, plan, rngs=rngs, policy=policy)
-        self.projects = plan.shortcut == "projection"
+        self.projects = plan.shortcut in PROJECTIONS
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.preact:
@@ -161,12 +206,10 @@ class ResNet(nnx.Module):
     def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy = Policy()):
         self.spec = spec
         self.policy = policy
-        k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact),
-                          rngs=rngs, policy=policy)
+        self.conv1 = make_stem(spec, rngs=rngs, policy=policy)
         if not spec.preact:
             self.bn1 = norm(spec, spec.stem_width, rngs=rngs, policy=policy)
-        self.maxpool = MaxPool(spec) if spec.stem == "imagenet" else Identity()
+        self.maxpool = MaxPool(spec) if spec.stem != "cifar" else Identity()
         for stage in range(1, spec.num_stages + 1):
             blocks = [Block(spec, plan, rngs=rngs, policy=policy) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", nnx.List(blocks))

@@ -1,4 +1,5 @@
-"""PyTorch checkpoint files: state_dicts (.pt/.pth/.bin, the d2l seeds' too) <-> canonical weights; models from files.
+"""PyTorch checkpoint files: state_dicts (.pt/.pth/.bin, other libraries' names too) <-> canonical weights, ONNX
+graphs exported from the model (written only: the exporter folds BN into the convs); models from files.
 
 Files are read with ``torch.load(weights_only=True)`` only: a pickle that asks for anything but
 tensors and plain containers is refused before any of it runs.
@@ -7,6 +8,8 @@ tensors and plain containers is refused before any of it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import pickle
 import re
@@ -21,7 +24,7 @@ from torch import nn
 from shared import checkpoint
 from shared.checkpoint import Checkpoint, CheckpointError, FORMATS
 from shared.spec import ResNetSpec
-from shared.weights import IGNORED_SUFFIXES, canonical_layers, from_d2l, is_d2l
+from shared.weights import IGNORED_SUFFIXES, canonical_layers
 
 from .resnet import ResNet, build_model
 from .weights import export_weights, import_weights
@@ -29,10 +32,13 @@ from .weights import export_weights, import_weights
 # Where training scripts put the state_dict: {"state_dict": ...} (Lightning, timm), the PyTorch tutorial's
 # {"model_state_dict": ...}, {"model": ...} (torchvision's references).
 WRAPPERS = ("state_dict", "model_state_dict", "model")
+# Prefixes wrappers add to every key: DataParallel/DDP's module, torch.compile's _orig_mod.
+PREFIXES = ("module.", "_orig_mod.")
+ONNX_OPSET = 18  # torch's ONNX exporter (torchlib) writes this opset natively
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
-    """A torch.save'd state_dict, unwrapped, as numpy (d2l seed keys renamed); no code in the file runs."""
+    """A torch.save'd state_dict, unwrapped, as numpy under its own names; no code in the file runs."""
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip archive; before PyTorch 1.6, a pickle (protocol 2 to 5)
@@ -57,16 +63,11 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
         raise ValueError(f"weights-only unpickling stopped: {detail[0] if detail else checkpoint.one_line(exc)}") from exc
     state, notes = _unwrap(obj, path)
     weights = {key: _to_numpy(value) for key, value in state.items()}
-    if fmt == "d2l" or is_d2l(weights):
-        if not is_d2l(weights):
-            raise CheckpointError(f"{path}: not a d2l seed state_dict (no 0.0.weight and 7.weight keys)")
-        weights = from_d2l(weights)
-        notes.append("renamed the d2l seed's nn.Sequential keys to torchvision's")
     return Checkpoint(weights, None, FORMATS[fmt], notes)
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The state_dict inside a training checkpoint, 'module.' prefixes (DataParallel, DDP) removed."""
+    """The state_dict inside a training checkpoint, the prefixes of ``PREFIXES`` removed."""
     notes = []
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
@@ -81,9 +82,10 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]
                                   f"at the top or under {', '.join(WRAPPERS)}")
     if not obj:
         raise CheckpointError(f"{path}: the state_dict is empty")
-    if all(isinstance(k, str) and k.startswith("module.") for k in obj):
-        obj = {k.removeprefix("module."): v for k, v in obj.items()}
-        notes.append("removed the 'module.' prefix that DataParallel/DDP add")
+    for prefix in PREFIXES:
+        if all(isinstance(k, str) and k.startswith(prefix) for k in obj):
+            obj = {k.removeprefix(prefix): v for k, v in obj.items()}
+            notes.append(f"removed the {prefix!r} prefix of every key")
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(bad[:3])}")
@@ -111,10 +113,14 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
 def write_weights(
     path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
 ) -> None:
-    """A plain state_dict in torchvision's order, num_batches_tracked included, so load_state_dict(strict=True) takes it.
+    """A plain state_dict in torchvision's order, num_batches_tracked included, so load_state_dict(strict=True) takes it;
+    or an ONNX graph of the model.
 
     The tensors share memory with the canonical arrays (same layout), so ``consume`` changes nothing.
     """
+    if fmt == "onnx":
+        write_onnx(path, model_from_weights(spec, weights, checkpoint.dtype_of(weights, spec)))
+        return
     state = {}
     for layer in canonical_layers(spec):
         for param in layer.shapes:
@@ -123,6 +129,19 @@ def write_weights(
             key = f"{layer.path}.num_batches_tracked"
             state[key] = torch.tensor(int(np.asarray(weights.get(key, 0))), dtype=torch.long)
     torch.save(state, path)
+
+
+def write_onnx(path: Path, model: ResNet) -> None:
+    """The eval-mode graph in one file at opset ``ONNX_OPSET``, NCHW input 'x' of any batch and size, output 'logits'."""
+    import onnxscript  # noqa: F401  (the exporter's dependency; without it the error would come from deep inside torch)
+
+    spec = model.spec
+    x = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size, dtype=next(model.parameters()).dtype)
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height", min=2), 3: torch.export.Dim("width", min=2)}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # the exporter reports its progress and its drafts
+        torch.onnx.export(model.eval(), (x,), str(path), input_names=["x"], output_names=["logits"], dynamo=True,
+                          opset_version=ONNX_OPSET, dynamic_shapes=(dims,), external_data=False)
 
 
 def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:

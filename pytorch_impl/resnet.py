@@ -9,9 +9,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NCHW"
+
+
+def tf_same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torch.Tensor:
+    """Pad like TensorFlow's 'same': the total a 'valid' window needs, the odd one at the bottom/right."""
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):
+        total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads, value=value)
 
 
 class Conv2d(nn.Conv2d):
@@ -23,16 +32,12 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
-            pads = []
-            for size in (x.shape[-1], x.shape[-2]):
-                total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - size, 0)
-                pads += [total // 2, total - total // 2]
-            x = F.pad(x, pads)
+            x = tf_same_pad(x, self.kernel_size[0], self.stride[0])
         return super().forward(x)
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool) -> nn.Module:
-    return Conv2d(cin, cout, kernel, stride, bias, spec.padding)
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, stem: bool = False) -> nn.Module:
+    return Conv2d(cin, cout, kernel, stride, bias, spec.stem_padding if stem else spec.padding)
 
 
 def norm(spec: ResNetSpec, channels: int) -> nn.Module:
@@ -41,14 +46,32 @@ def norm(spec: ResNetSpec, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
 
 
+def make_stem(spec: ResNetSpec) -> nn.Module:
+    """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
+    convs = spec.stem_convs()
+    stem = []
+    for i, (cin, cout, kernel, stride) in enumerate(convs):
+        last = i == len(convs) - 1
+        if i:
+            stem.append(norm(spec, cin))
+            stem.append(nn.ReLU())
+        bias = spec.has_bias(not (last and spec.preact), stem=True)
+        stem.append(conv(spec, cin, cout, kernel, stride, bias, stem=True))
+    return stem[0] if spec.stem != "deep" else nn.Sequential(*stem)
+
+
 class MaxPool(nn.Module):
-    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+    """The stem's 3x3/2 max-pool, padded by one (TF-'same' where ``padding`` says): with -inf, or with zeros as
+    Keras applications V2 does."""
 
     def __init__(self, spec: ResNetSpec):
         super().__init__()
         self.zero_pad = spec.pool_zero_pad
+        self.tf_same = spec.padding == "tf_same"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tf_same:  # the Flax ImageNet example's 'SAME' max-pool: more at the bottom/right
+            return F.max_pool2d(tf_same_pad(x, 3, 2, -math.inf), 3, 2)
         if self.zero_pad:
             x = F.pad(x, (1, 1, 1, 1))
             return F.max_pool2d(x, 3, 2)
@@ -72,13 +95,24 @@ class Shortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
 
 
+def avg_pool(stride: int) -> nn.Module:
+    """ResNet-D's 2x2 average pool before the projection: windows that overhang an odd edge average what they cover."""
+    if stride == 1:
+        return nn.Identity()  # as in timm, so the conv stays downsample.1
+    return nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
+
+
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan) -> nn.Module:
     if plan.shortcut == "identity":
         return nn.Identity()
-    if plan.shortcut == "projection":
+    if plan.shortcut in PROJECTIONS:
         with_bn = spec.batch_norm and spec.shortcut_bn
         bias = spec.has_bias(with_bn)
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias)]
+        # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
+        pooled = plan.shortcut == "avgpool_projection"
+        projection = [avg_pool(plan.stride)] if pooled else []
+        stride = 1 if pooled else plan.stride
+        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias))
         if with_bn:
             projection.append(norm(spec, plan.out_channels))
         return nn.Sequential(*projection)
@@ -102,7 +136,7 @@ class Block(nn.Module):
                 setattr(self, f"bn{i}", norm(spec, cout))
         self.relu = nn.ReLU()
         self.downsample = make_shortcut(spec, plan)
-        self.projects = plan.shortcut == "projection"
+        self.projects = plan.shortcut in PROJECTIONS
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
@@ -133,12 +167,11 @@ class ResNet(nn.Module):
         self.spec = spec
         # mixed precision: the parameters stay float32, the forward runs under torch.autocast in this dtype
         self.compute_dtype = compute_dtype
-        k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact))
+        self.conv1 = make_stem(spec)
         if not spec.preact:
             self.bn1 = norm(spec, spec.stem_width)
         self.relu = nn.ReLU()
-        self.maxpool = MaxPool(spec) if spec.stem == "imagenet" else nn.Identity()
+        self.maxpool = MaxPool(spec) if spec.stem != "cifar" else nn.Identity()
         for stage in range(1, spec.num_stages + 1):
             blocks = [Block(spec, plan) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from shared.errors import ParityInputError
-from shared.weights import IGNORED_SUFFIXES, canonical_shapes, check_weights
+from shared.weights import IGNORED_SUFFIXES, canonical_shapes, check_weights, recognise
 
 from .resnet import ResNet
 
@@ -21,7 +21,9 @@ def export_weights(model: ResNet) -> dict[str, np.ndarray]:
 
 
 def import_weights(model: ResNet, weights: Mapping[str, np.ndarray]) -> None:
-    """Load canonical weights; strict, every problem reported at once."""
+    """Load canonical weights (or a state_dict of the seeds' networks or Hugging Face's, by their keys); strict,
+    all problems at once."""
+    weights, _ = recognise(weights)
     check_weights(model.spec, weights)
     state = model.state_dict()
     with torch.no_grad():

@@ -1,18 +1,21 @@
-"""Checkpoint files: formats chosen by suffix, the framework-free safetensors reader and writer, atomic writes.
+"""Checkpoint files: formats chosen by suffix or content, the framework-free safetensors reader and writer, atomic writes.
 
 Every reader returns the canonical dict (torchvision names and layouts, numpy). Framework
 formats are handled by each implementation's ``checkpoint.py`` (``read_weights(path, fmt, spec=None)``
 and ``write_weights(path, weights, spec, fmt, consume=False)``), imported only when a file of that
-format is used; a reader needs the ``spec`` the caller names only for files that store variables
-by position (Keras 3 files too old to record layer names). Untrusted input: whatever a reader
-trips over becomes one ``CheckpointError`` line naming the file. Writes go to a temporary path
-beside the destination, renamed at the end.
+format is used; other libraries' formats that need no framework by a module of ``shared.libraries``
+with the same two functions. A reader needs the ``spec`` the caller names only for files that store
+variables by position (Keras 3 files too old to record layer names, keras-hub weights without their
+preset). State_dicts under another library's names (``weights.NAMINGS``) are renamed here, whatever
+read them. Untrusted input: whatever a reader trips over becomes one ``CheckpointError`` line naming
+the file. Writes go to a temporary path beside the destination, renamed at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -22,7 +25,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
@@ -30,10 +33,12 @@ from . import frameworks, infer
 from .errors import ArchitectureError, CheckpointError
 from .spec import PRESETS, ResNetSpec, get_spec
 from .weights import (
-    IGNORED_SUFFIXES, ParamTable, WeightMismatchError, canonical_layers, canonical_shapes, check_weights, to_canonical,
+    IGNORED_SUFFIXES, NAMINGS, ParamTable, WeightMismatchError, canonical_layers, canonical_shapes, check_weights,
+    recognise, to_canonical,
 )
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+ONNX_OPSET = 18  # what torch's ONNX exporter (torchlib) writes natively
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,12 @@ class Format:
 
     name: str
     label: str
-    framework: str | None  # short name of the implementation that handles it; None: this module
+    framework: str | None  # short name of the implementation that handles it; None: ``library``, else this module
     suffixes: tuple[str, ...] = ()
-    directory: bool = False
+    layout: Literal["file", "directory", "either"] = "file"
+    library: str | None = None  # the module of shared.libraries that handles it without a framework
+    naming: str | None = None  # the state_dict names (weights.NAMINGS) its files must have
+    readable: bool = True
     writable: bool = True
     dtypes: tuple[str, ...] = FLOAT_DTYPES
 
@@ -52,8 +60,8 @@ class Format:
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
-        Format("torch", "PyTorch state_dict", "torch", (".pt", ".pth", ".bin")),
-        Format("d2l", "d2l seed state_dict (PyTorch)", "torch", writable=False),
+        Format("torch", "PyTorch state_dict", "torch", (".pt", ".pth", ".bin", ".pth.tar")),
+        Format("d2l", "d2l seed state_dict (PyTorch)", "torch", naming="d2l", writable=False),
         Format("safetensors", "safetensors (canonical)", None, (".safetensors",)),
         Format("keras", "Keras 3 model", "tf", (".keras",)),
         Format("keras-weights", "Keras 3 weights", "tf", (".weights.h5",)),
@@ -62,8 +70,17 @@ FORMATS: dict[str, Format] = {
         # Keras 2 never had bfloat16, and its loaders do not know Keras 3's bfloat16 marker
         Format("keras-h5", "Keras 2 HDF5 weights (keras.applications)", "tf", (".h5",),
                dtypes=("float16", "float32", "float64")),
-        Format("orbax", "Orbax checkpoint of the Flax NNX state", "jax", directory=True),
+        Format("orbax", "Orbax checkpoint of the Flax NNX state", "jax", layout="directory"),
         Format("msgpack", "Flax msgpack of the NNX state", "jax", (".msgpack",)),
+        # other libraries' checkpoints
+        Format("hf", "Hugging Face transformers ResNet (save_pretrained directory)", None, layout="either", library="hf",
+               naming="hf"),
+        Format("timm", "timm ResNet state_dict", None, layout="either", library="timm"),
+        Format("keras-hub", "keras-hub ResNet preset (save_to_preset directory)", None, layout="either",
+               library="keras_hub"),
+        Format("flax-linen", "Flax ImageNet example variables (linen)", "jax", layout="either"),
+        # the exporter folds BN into the convs: nothing to read back
+        Format("onnx", f"ONNX graph (opset {ONNX_OPSET})", "torch", (".onnx",), readable=False, dtypes=("float32",)),
     ]
 }
 
@@ -82,9 +99,10 @@ class Checkpoint:
 
 
 def suffix_of(path: Path) -> str:
-    """'.weights.h5' for Keras weight files (their own suffix), else the last suffix, lower-cased."""
+    """'.weights.h5' for Keras weight files and '.pth.tar' for timm's training checkpoints (their own suffixes),
+    else the last suffix, lower-cased."""
     name = path.name.lower()
-    return ".weights.h5" if name.endswith(".weights.h5") else path.suffix.lower()
+    return next((s for s in (".weights.h5", ".pth.tar") if name.endswith(s)), path.suffix.lower())
 
 
 def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: bool = False, option: str = "fmt") -> Format:
@@ -98,8 +116,14 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: b
         found = FORMATS[fmt]
         if writing and not found.writable:
             raise CheckpointError(f"{path}: {found.label} can be read but not written")
+        if not writing and not found.readable:
+            raise CheckpointError(f"{path}: {found.label} can be written but not read")
         return found
     suffix = suffix_of(path)
+    # another library's files say so in their config or their names
+    guess = None if writing or not path.exists() else sniff(path)
+    if guess is not None and FORMATS[guess].library is not None:
+        return FORMATS[guess]
     # a directory, or a new path without a suffix, is an Orbax checkpoint
     if path.is_dir() or (writing and not suffix and not path.exists()):
         return FORMATS["orbax"]
@@ -109,20 +133,27 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: b
     if not writing and not path.exists():
         raise CheckpointError(f"{path}: no such file")
     hint = f"; it looks like {FORMATS[guess].label}" if not writing and (guess := sniff(path)) else ""
-    raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option}=FORMAT "
-                          f"({', '.join(n for n, f in FORMATS.items() if f.writable or not writing)})")
+    choices = ", ".join(n for n, f in FORMATS.items() if (f.writable if writing else f.readable))
+    raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option}=FORMAT ({choices})")
 
 
 def sniff(path: Path) -> str | None:
-    """The format a file's first bytes suggest, for hints in error messages; None if nothing fits."""
+    """The format a file's first bytes (a directory's config) suggest; None if nothing fits. A hint, except that
+    another library's config or names choose its format when none is named."""
     try:
         if path.is_dir():
+            if (path / "config.json").is_file():
+                return library_of(json.loads((path / "config.json").read_text()))
             return "orbax" if (path / "_CHECKPOINT_METADATA").exists() or (path / "_METADATA").exists() else None
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(16)
         if head.startswith(b"\x89HDF\r\n\x1a\n"):
-            return "keras-weights"
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                # a keras-hub ImageClassifier saves its backbone as a nested model
+                return "keras-hub" if "layers/res_net_backbone" in h5 else "keras-weights"
         if head.startswith(b"PK\x03\x04"):
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
@@ -131,8 +162,10 @@ def sniff(path: Path) -> str | None:
             return "torch" if any(n.endswith("data.pkl") for n in names) else None
         if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5: torch's legacy format
             return "torch"
-        if len(head) >= 9 and head[8:9] == b"{" and 8 + struct.unpack("<Q", head[:8])[0] <= size:
-            return "safetensors"
+        if len(head) >= 9 and head[8:9] == b"{" and (end := 8 + struct.unpack("<Q", head[:8])[0]) <= size:
+            with open(path, "rb") as f:
+                keys = json.loads(f.read(end)[8:]) if end <= 1 << 24 else {}
+            return "hf" if NAMINGS["hf"].recognises(keys) else "safetensors"
         if head and (0x81 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map
             return "msgpack"
     except Exception:  # a hint only: a file too broken to guess at gets none
@@ -158,18 +191,28 @@ def overclaims(declared: int, stored: int) -> bool:
     return declared > 16 * stored + (1 << 20)
 
 
+def library_of(config: Mapping) -> str | None:
+    """The library whose config.json this is: Hugging Face (any model type), keras-hub or timm; None if none."""
+    if not isinstance(config, dict):
+        return None
+    if isinstance(config.get("model_type"), str):
+        return "hf"
+    if str(config.get("registered_name", "")).startswith("keras_hub>"):
+        return "keras-hub"
+    return "timm" if isinstance(config.get("architecture"), str) else None
+
+
 def check_source(path: Path, fmt: Format) -> None:
     """Fail early, with one line, on a missing, empty or wrong-kind path."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
-    if fmt.directory:
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: {fmt.label} is a directory, but this is a file")
-        if not any(path.iterdir()):
-            raise CheckpointError(f"{path}: empty directory")
-    elif path.is_dir():
+    if fmt.layout == "directory" and not path.is_dir():
+        raise CheckpointError(f"{path}: {fmt.label} is a directory, but this is a file")
+    if fmt.layout == "file" and path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a {fmt.label} file")
-    elif path.stat().st_size == 0:
+    if path.is_dir() and not any(path.iterdir()):
+        raise CheckpointError(f"{path}: empty directory")
+    if not path.is_dir() and path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
 
 
@@ -183,7 +226,7 @@ def read(
     path = Path(path)
     fmt = fmt if isinstance(fmt, Format) else detect_format(path, fmt, option=option)
     check_source(path, fmt)
-    reader = read_safetensors if fmt.framework is None else frameworks.load_checkpoints(fmt.framework).read_weights
+    reader = _backend(fmt).read_weights if fmt.framework or fmt.library else read_safetensors
     try:
         ckpt = reader(path, fmt.name, None if arch is None else get_spec(arch))
     except CheckpointError:
@@ -195,7 +238,21 @@ def read(
     bad = [k for k, v in ckpt.weights.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not named arrays: {', '.join(map(str, bad[:3]))}")
+    weights, naming = recognise(ckpt.weights)
+    if fmt.naming and naming != fmt.naming:
+        expected = NAMINGS[fmt.naming]
+        raise CheckpointError(f"{path}: not a {expected.label} state_dict (no {' and '.join(expected.signature)})")
+    if naming:
+        ckpt.weights = weights
+        ckpt.notes.append(f"renamed the {NAMINGS[naming].label} state_dict's keys to torchvision's")
     return ckpt
+
+
+def _backend(fmt: Format):
+    """The module that reads and writes ``fmt``: a framework's checkpoint backend, or a module of shared.libraries."""
+    if fmt.framework is not None:
+        return frameworks.load_checkpoints(fmt.framework)
+    return importlib.import_module(f"{__package__}.libraries.{fmt.library}")
 
 
 def load(
@@ -260,6 +317,8 @@ def spec_from_metadata(metadata: Mapping[str, str], path: Path) -> ResNetSpec | 
 def spec_from_fields(name: str, fields: Mapping, path: Path) -> ResNetSpec:
     """A preset with overrides, or a whole spec, from a file's JSON; a bad record is a CheckpointError."""
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    if isinstance(fields.get("conv_bias"), bool):  # written before conv_bias named its choice
+        fields["conv_bias"] = "all" if fields["conv_bias"] else "unnormalized"
     try:
         if name in PRESETS:
             return get_spec(name, **fields)
@@ -270,17 +329,20 @@ def spec_from_fields(name: str, fields: Mapping, path: Path) -> ResNetSpec:
 
 # ----------------------------------------------------------------------------- framework names -> canonical
 
-_BN = re.compile(r"bn1|post_bn|layer\d+\.\d+\.(bn\d+|downsample\.1)")
-_CONV = re.compile(r"conv1|layer\d+\.\d+\.(conv\d+|downsample\.0)")
+_KINDS = [
+    (re.compile(r"conv1|layer\d+\.\d+\.(conv\d+|downsample\.0)"), ("conv",)),
+    (re.compile(r"bn1|post_bn|layer\d+\.\d+\.(bn\d+|downsample\.2)"), ("bn",)),
+    # a projection's BN, or ResNet-D's conv (after the average pool at downsample.0)
+    (re.compile(r"layer\d+\.\d+\.downsample\.1"), ("conv", "bn")),
+    (re.compile(r"fc"), ("linear",)),
+]
 
 
-def canonical_kind(module: str) -> str | None:
-    """'conv', 'bn' or 'linear' for a canonical module path ('layer1.0.downsample.1' is a BN); None if none."""
-    if module == "fc":
-        return "linear"
-    if _BN.fullmatch(module):
-        return "bn"
-    return "conv" if _CONV.fullmatch(module) else None
+def canonical_kinds(module: str) -> tuple[str, ...]:
+    """The layer kinds ('conv', 'bn', 'linear') a canonical module path can name; the variables decide between two."""
+    if m := re.fullmatch(r"conv1\.(\d+)", module):  # a deep stem: conv 3i, BN 3i + 1, ReLU 3i + 2
+        return (("conv",), ("bn",), ())[int(m[1]) % 3]
+    return next((kinds for pattern, kinds in _KINDS if pattern.fullmatch(module)), ())
 
 
 def from_native(
@@ -292,11 +354,16 @@ def from_native(
     framework array is released as soon as its canonical copy exists.
     """
     inverse = {kind: {attr: (param, perm) for param, (attr, perm) in params.items()} for kind, params in table.items()}
+    attrs: dict[str, set[str]] = {}
+    for module, attr in variables:
+        attrs.setdefault(module, set()).add(attr)
+    kinds = {module: next((k for k in canonical_kinds(module) if names <= set(inverse[k])), None)
+             for module, names in attrs.items()}
     out, unknown = {}, []
     for module, attr in list(variables):
         value = variables.pop((module, attr)) if consume else variables[(module, attr)]
-        kind = canonical_kind(module)
-        if kind is None or attr not in inverse[kind]:
+        kind = kinds[module]
+        if kind is None:
             unknown.append(f"{module}/{attr}")
             continue
         param, perm = inverse[kind][attr]
@@ -507,11 +574,13 @@ def write_to(
     With ``consume``, the writer may empty ``weights`` (a dict no one else needs) as it converts them:
     where the framework keeps its own copy in another layout, that halves the memory a write takes.
     """
-    writer = write_safetensors if fmt.framework is None else frameworks.load_checkpoints(fmt.framework).write_weights
+    writer = _backend(fmt).write_weights if fmt.framework or fmt.library else write_safetensors
     try:
         writer(path, weights, spec, fmt.name, consume=consume)
-    except CheckpointError:
-        raise
+    except CheckpointError as exc:
+        if dst is None or str(path) not in str(exc):
+            raise
+        raise CheckpointError(str(exc).replace(str(path), str(dst))) from exc  # the file the caller asked for
     except Exception as exc:
         raise CheckpointError(f"{dst or path}: cannot write {fmt.label}: {one_line(exc)}") from exc
 

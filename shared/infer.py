@@ -1,9 +1,9 @@
 """Architecture inference: the preset (and overrides) that canonical weights belong to, from keys and shapes alone.
 
 The weights show the block kind, blocks per stage, widths, stem, input channels, classes and
-which layers exist (BN, conv biases, projection shortcuts). They never show strides, stride
-placement (v1 on the 1x1 vs v1.5 on the 3x3), padding or BN epsilon: those come from the closest
-preset, and ``Inference.notes()`` says which values were taken.
+which layers exist (BN, conv biases, projection shortcuts and where they are). They never show
+strides, stride placement (v1 on the 1x1 vs v1.5 on the 3x3), padding or BN epsilon: those come
+from the closest preset, and ``Inference.notes()`` says which values were taken.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from .errors import ArchitectureError
-from .spec import PRESETS, ResNetSpec
+from .spec import PRESETS, PROJECTIONS, ResNetSpec
 from .weights import IGNORED_SUFFIXES, WeightMismatchError, check_weights
 
 # Differences that make a variant of a preset rather than another network (a new head or input).
@@ -23,7 +23,7 @@ MINOR = ("in_channels", "num_classes")
 # Differences in kind, not degree: another block, stem or normalisation is further away than another depth.
 MAJOR = ("block", "stem", "preact", "batch_norm")
 # Spec fields no weight shape depends on; reported when they decide the network.
-UNRECORDED = ("stride_on", "strides", "stride_block", "padding", "bn_eps")
+UNRECORDED = ("stride_on", "strides", "stride_block", "padding", "stem_padding", "bn_eps")
 # Not part of the network itself.
 LABELS = ("name", "source", "image_size")
 
@@ -54,12 +54,20 @@ class Inference:
 def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     """The spec fields that the key set and shapes determine; ArchitectureError if they are not a ResNet's."""
     keys = [k for k in weights if not k.endswith(IGNORED_SUFFIXES)]
-    for key, ndim in (("conv1.weight", 4), ("fc.weight", 2)):
+    # timm's deep stem is an nn.Sequential: conv1.0, conv1.3, ... (BN and ReLU between)
+    deep = "conv1.weight" not in weights and "conv1.0.weight" in weights
+    stem_convs = sorted((k for k in keys if re.fullmatch(r"conv1\.\d+\.weight", k) and np.ndim(weights[k]) == 4),
+                        key=lambda k: int(k.split(".")[1])) if deep else ["conv1.weight"]
+    for key, ndim in ((stem_convs[0], 4), ("fc.weight", 2)):
         if key not in weights or np.ndim(weights[key]) != ndim:
             start = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
             raise ArchitectureError(f"not a ResNet state: no {ndim}-d {key} (keys: {start or 'none'})")
-    stem = np.shape(weights["conv1.weight"])
-    if stem[2] != stem[3] or stem[2] not in (3, 7):
+    stem = np.shape(weights[stem_convs[0]])
+    if deep:
+        shapes = [np.shape(weights[k]) for k in stem_convs]
+        if stem_convs != [f"conv1.{3 * i}.weight" for i in range(len(stem_convs))] or any(s[2:] != (3, 3) for s in shapes):
+            raise ArchitectureError(f"a stem of {', '.join(stem_convs)}: not a deep stem of 3x3 convs at conv1.0, conv1.3, ...")
+    elif stem[2] != stem[3] or stem[2] not in (3, 7):
         raise ArchitectureError(f"conv1 is {stem[2]}x{stem[3]}: neither an ImageNet (7x7) nor a CIFAR (3x3) stem")
     blocks: dict[int, set[int]] = {}
     for key in keys:
@@ -74,23 +82,39 @@ def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
         if np.ndim(weights.get(f"layer{s}.0.conv1.weight")) != 4:
             raise ArchitectureError(f"no 4-d layer{s}.0.conv1.weight")
     batch_norm = any(k.endswith(".running_mean") for k in keys)
-    projection = any(k.endswith(".downsample.0.weight") for k in keys)
+    preact = "post_bn.weight" in weights
+    # ResNet-D's shortcut conv is downsample.1, after the pool; a plain projection's downsample.1 is its BN
+    pooled = any(k.endswith(".downsample.1.weight") and np.ndim(weights[k]) == 4 for k in keys)
+    conv = f"downsample.{1 if pooled else 0}.weight"
+    projections = [np.shape(weights[k]) for k in keys if k.endswith(f".{conv}")]
+    widths = [np.shape(weights[k])[0] for k in stem_convs]
     observed = {
-        "stem": "imagenet" if stem[2] == 7 else "cifar",
-        "stem_width": stem[0],
+        "stem": "deep" if deep else "imagenet" if stem[2] == 7 else "cifar",
+        "stem_width": widths[-1],
+        "stem_widths": tuple(widths[:-1]),
         "in_channels": stem[1],
         "block": "bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic",
         "layers": tuple(len(blocks[s]) for s in stages),
         "widths": tuple(np.shape(weights[f"layer{s}.0.conv1.weight"])[0] for s in stages),
-        "preact": "post_bn.weight" in weights,
+        "preact": preact,
         "batch_norm": batch_norm,
-        "shortcut": "projection" if projection else "parameter-free",
+        "shortcut": "avgpool_projection" if pooled else "projection" if projections else "parameter-free",
+        # a projection that keeps the channels sits where a stage starts (keras-hub's basic ResNet-vd)
+        "shortcut_at": "stage_start" if any(shape[0] == shape[1] for shape in projections) else "channel_change",
         "num_classes": np.shape(weights["fc.weight"])[0],
     }
-    if projection and batch_norm:
-        observed["shortcut_bn"] = any(k.endswith(".downsample.1.weight") for k in keys)
+    if projections and batch_norm:
+        observed["shortcut_bn"] = any(k.endswith(f".downsample.{2 if pooled else 1}.weight") for k in keys)
     if batch_norm:  # without BN every conv has a bias, whatever conv_bias says
-        observed["conv_bias"] = "layer1.0.conv1.bias" in weights
+        first, last = (k.removesuffix(".weight") for k in (stem_convs[0], stem_convs[-1]))
+        if "layer1.0.conv1.bias" in weights:
+            observed["conv_bias"] = "all"
+        elif f"{first}.bias" in weights and (first != last or not preact):  # a stem conv that BN follows
+            observed["conv_bias"] = "stem"
+        elif preact and f"{last}.bias" not in weights:  # pre-activation leaves the stem conv without BN
+            observed["conv_bias"] = "none"
+        else:
+            observed["conv_bias"] = "unnormalized"
     return observed
 
 
@@ -100,7 +124,7 @@ def differences(preset: ResNetSpec, observed: Mapping[str, object]) -> dict[str,
     for name, value in observed.items():
         have = getattr(preset, name)
         if name == "shortcut" and value == "parameter-free":
-            if have == "projection":
+            if have in PROJECTIONS:
                 diffs[name] = (have, "pad")  # option A, the parameter-free shortcut of He et al. 2016
             continue
         if have != value:
@@ -108,16 +132,17 @@ def differences(preset: ResNetSpec, observed: Mapping[str, object]) -> dict[str,
     return diffs
 
 
-def _cost(diffs: Mapping[str, tuple]) -> float:
-    # another stage count also replaces the preset's strides
-    stages = 3.0 if "layers" in diffs and len(diffs["layers"][0]) != len(diffs["layers"][1]) else 0.0
+def _cost(diffs: Mapping[str, tuple], *, assumed_strides: bool = True) -> float:
+    # another stage count also replaces the preset's strides, unless they are known
+    restaged = "layers" in diffs and len(diffs["layers"][0]) != len(diffs["layers"][1])
+    stages = 3.0 if restaged and assumed_strides else 0.0
     return stages + sum(0.25 if name in MINOR else 2.0 if name in MAJOR else 1.0 for name in diffs)
 
 
 def _candidate(preset: ResNetSpec, diffs: Mapping[str, tuple]) -> tuple[ResNetSpec, dict[str, object]]:
     overrides = {name: new for name, (_, new) in diffs.items()}
     n = len(overrides.get("layers", preset.layers))
-    if n != preset.num_stages:
+    if n != preset.num_stages and "strides" not in overrides:
         overrides["strides"] = (1,) + (2,) * (n - 1)  # the usual schedule: halve the resolution from stage 2 on
     return preset.replace(**overrides), overrides
 
@@ -173,3 +198,11 @@ def infer(weights: Mapping[str, np.ndarray]) -> Inference:
     if observed["shortcut"] == "parameter-free":
         assumed["shortcut"] = spec.shortcut
     return Inference(spec, best.name, overrides, assumed)
+
+
+def closest(spec: ResNetSpec) -> ResNetSpec:
+    """``spec`` (say, from another library's config) as the nearest preset with the overrides that make it ``spec``."""
+    known = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in LABELS}
+    order = list(PRESETS)
+    best = min(PRESETS.values(), key=lambda p: (_cost(differences(p, known), assumed_strides=False), order.index(p.name)))
+    return _candidate(best, differences(best, known))[0]

@@ -9,17 +9,22 @@ from typing import Literal, get_args
 from .errors import SpecError
 
 BlockKind = Literal["basic", "bottleneck"]
-StemKind = Literal["imagenet", "cifar"]
-ShortcutKind = Literal["projection", "pad", "avgpool_pad"]
+StemKind = Literal["imagenet", "cifar", "deep"]
+ShortcutKind = Literal["projection", "avgpool_projection", "pad", "avgpool_pad"]
+ShortcutAt = Literal["channel_change", "stage_start"]
 StrideOn = Literal["3x3", "1x1"]
 StrideBlock = Literal["first", "last"]
+ConvBias = Literal["unnormalized", "all", "stem", "none"]
 Padding = Literal["symmetric", "tf_same"]
 # what build_model's dtype takes; bfloat16 and float16 run as mixed precision over float32 parameters
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 MIXED_PRECISION = ("bfloat16", "float16")
 # the fields whose values form a closed set
-_CHOICES = {"block": BlockKind, "stem": StemKind, "shortcut": ShortcutKind, "stride_on": StrideOn,
-            "stride_block": StrideBlock, "padding": Padding}
+_CHOICES = {"block": BlockKind, "stem": StemKind, "shortcut": ShortcutKind, "shortcut_at": ShortcutAt,
+            "stride_on": StrideOn, "stride_block": StrideBlock, "conv_bias": ConvBias, "padding": Padding,
+            "stem_padding": Padding}
+# the shortcuts with weights
+PROJECTIONS = ("projection", "avgpool_projection")
 
 
 @dataclass(frozen=True)
@@ -35,24 +40,37 @@ class ResNetSpec:
       ResNet-50, whose stage outputs are 4x that). References disagree here: Hugging Face's
       ``hidden_sizes`` are the stage outputs.
     - ``strides``: each stage's stride (its first block's, or its last's, see ``stride_block``).
-    - ``stem``: "imagenet" = conv 7x7/2 + BN + ReLU + max-pool 3x3/2; "cifar" = conv 3x3/1 + BN + ReLU.
-    - ``stem_width``: the stem conv's output channels.
-    - ``shortcut``: used where the channel count changes. "projection" = 1x1 conv (+ BN when
-      ``shortcut_bn``); "pad" = option A of He et al. 2016 §4.2 (subsample, zero-pad channels);
-      "avgpool_pad" = the TF seed's 2x2 average pool, then zero-pad channels. Where only the
-      resolution changes, the shortcut subsamples (Keras ResNetV2's 1x1 max-pool).
+    - ``stem``: "imagenet" = conv 7x7/2 + BN + ReLU + max-pool 3x3/2; "cifar" = conv 3x3/1 + BN + ReLU;
+      "deep" = ResNet-C/D of He et al. 2019 (Bag of Tricks) as timm builds it: a 3x3/2 conv, then
+      (BN, ReLU, 3x3/1 conv) for each further width, then BN + ReLU + max-pool 3x3/2.
+    - ``stem_width``: the (last) stem conv's output channels.
+    - ``stem_widths``: the deep stem's conv widths before the last, (32, 32) for timm's ResNet-D;
+      empty for the other stems.
+    - ``shortcut``: used where ``shortcut_at`` puts one. "projection" = 1x1 conv with the block's
+      stride (+ BN when ``shortcut_bn``); "avgpool_projection" = ResNet-D's 2x2 average pool with the
+      stride (ceil mode, padding not counted), then a 1x1/1 conv (+ BN), so no input is skipped;
+      "pad" = option A of He et al. 2016 §4.2 (subsample, zero-pad channels); "avgpool_pad" = the TF
+      seed's 2x2 average pool, then zero-pad channels. Elsewhere, where only the resolution
+      changes, the shortcut subsamples (Keras ResNetV2's 1x1 max-pool).
+    - ``shortcut_at``: "channel_change" puts that shortcut where the channel count changes;
+      "stage_start" in the first block of every stage as well (keras-hub's basic ResNet-vd).
     - ``shortcut_bn``: whether a projection shortcut has a BN after its conv.
     - ``stride_on``: which bottleneck conv strides: "3x3" (v1.5, torchvision) or "1x1" (v1, Keras).
     - ``stride_block``: which block of a stage strides: "first" (torchvision) or "last" (Keras V2).
-    - ``conv_bias``: True puts a bias on every conv; False only on convs not followed by BN
-      (a bias right before BN is redundant, and that rule reproduces every published variant).
+    - ``conv_bias``: which convs carry a bias. "unnormalized": those not followed by BN (a bias
+      right before BN is redundant; torchvision); "all": every conv (keras.applications, d2l);
+      "stem": the stem conv(s) too (seed 001's PyTorch network); "none": no conv at all, even
+      where no BN follows (keras-hub's pre-activation v2).
     - ``batch_norm``: False drops every BN (the TF seed network).
     - ``preact``: pre-activation blocks (He et al. 2016b): BN-ReLU before each conv, a ``post_bn``
       after the last stage, no BN in the stem.
     - ``relu_after_add``: True: ReLU after the addition (He et al.); False: ReLU at the end of the
       residual branch, then the addition (the TF seed network).
-    - ``padding``: "symmetric" pads k//2 on each side like PyTorch; "tf_same" is TensorFlow's
-      'same', which pads bottom/right more at stride 2 (kept only for the TF seed network).
+    - ``padding``: how the block convs and the stem max-pool pad. "symmetric" pads k//2 on each
+      side like PyTorch; "tf_same" is TensorFlow's 'same', which pads bottom/right more at stride 2
+      (the TF seed network; the Flax ImageNet example, whose nn.Conv and max-pool default to it).
+    - ``stem_padding``: the same choice for the stem convs (the Flax example pads its 7x7 stem
+      conv by 3 on each side, explicitly).
     - ``pool_zero_pad``: Keras applications pads the stem max-pool with zeros, not -inf; after a
       ReLU that is the same, in V2 (no ReLU before the pool) it is not.
     - ``bn_eps``: BN's epsilon (PyTorch's 1e-5 default; Keras applications uses 1.001e-5).
@@ -70,15 +88,18 @@ class ResNetSpec:
     strides: tuple[int, ...]
     stem: StemKind = "imagenet"
     stem_width: int = 64
+    stem_widths: tuple[int, ...] = ()
     shortcut: ShortcutKind = "projection"
+    shortcut_at: ShortcutAt = "channel_change"
     shortcut_bn: bool = True
     stride_on: StrideOn = "3x3"
     stride_block: StrideBlock = "first"
-    conv_bias: bool = False
+    conv_bias: ConvBias = "unnormalized"
     batch_norm: bool = True
     preact: bool = False
     relu_after_add: bool = True
     padding: Padding = "symmetric"
+    stem_padding: Padding = "symmetric"
     pool_zero_pad: bool = False
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
@@ -97,9 +118,13 @@ class ResNetSpec:
                 raise SpecError(f"{self.name}: {field.name} must be True or False, got {getattr(self, field.name)!r}")
         if not (len(self.layers) == len(self.widths) == len(self.strides)) or not self.layers:
             raise SpecError(f"{self.name}: layers, widths and strides must be non-empty and of one length")
-        for field in ("layers", "widths", "strides"):
+        for field in ("layers", "widths", "strides", "stem_widths"):
             if not all(isinstance(v, int) and v >= 1 for v in getattr(self, field)):
                 raise SpecError(f"{self.name}: {field} must hold integers >= 1, got {getattr(self, field)}")
+        if self.pool_zero_pad and self.padding == "tf_same":
+            raise SpecError(f"{self.name}: pool_zero_pad is Keras applications' symmetric pad; padding='tf_same' pads with -inf")
+        if (self.stem == "deep") != bool(self.stem_widths):
+            raise SpecError(f"{self.name}: stem_widths are for stem='deep' and it needs them, got {self.stem_widths}")
         for field in ("in_channels", "num_classes", "stem_width", "image_size"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise SpecError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)!r}")
@@ -118,9 +143,20 @@ class ResNetSpec:
     def num_stages(self) -> int:
         return len(self.layers)
 
-    def has_bias(self, followed_by_bn: bool) -> bool:
+    def has_bias(self, followed_by_bn: bool, stem: bool = False) -> bool:
         """Whether a conv carries a bias (see ``conv_bias``)."""
-        return self.conv_bias or not (self.batch_norm and followed_by_bn)
+        if self.conv_bias == "none":
+            return False
+        if self.conv_bias == "all" or (stem and self.conv_bias == "stem"):
+            return True
+        return not (self.batch_norm and followed_by_bn)
+
+    def stem_convs(self) -> list[tuple[int, int, int, int]]:
+        """The stem's convs in order: (in, out, kernel, stride) each."""
+        if self.stem != "deep":
+            return [(self.in_channels, self.stem_width, *((7, 2) if self.stem == "imagenet" else (3, 1)))]
+        widths = (self.in_channels, *self.stem_widths, self.stem_width)
+        return [(cin, cout, 3, 2 if i == 0 else 1) for i, (cin, cout) in enumerate(zip(widths, widths[1:]))]
 
     def blocks(self) -> list[BlockPlan]:
         """Every residual block in order, with its channels, stride and shortcut."""
@@ -131,7 +167,7 @@ class ResNetSpec:
             for index in range(n):
                 strided = index == (0 if self.stride_block == "first" else n - 1)
                 s = stride if strided else 1
-                if in_ch != out_ch:
+                if in_ch != out_ch or (index == 0 and self.shortcut_at == "stage_start"):
                     shortcut = self.shortcut
                 elif s != 1:
                     shortcut = "subsample"
@@ -159,18 +195,36 @@ class BlockPlan:
     in_channels: int
     out_channels: int
     stride: int
-    shortcut: Literal["identity", "subsample", "projection", "pad", "avgpool_pad"]
+    shortcut: Literal["identity", "subsample", "projection", "avgpool_projection", "pad", "avgpool_pad"]
     convs: tuple[tuple[int, int, int, int], ...]  # the residual branch: (in, out, kernel, stride) each
 
 
 _TORCHVISION = "torchvision (He et al. 2016, v1.5)"
-_KERAS_V1 = dict(block="bottleneck", stride_on="1x1", conv_bias=True, bn_eps=1.001e-5, source="keras.applications (v1)")
+_KERAS_V1 = dict(block="bottleneck", stride_on="1x1", conv_bias="all", bn_eps=1.001e-5, source="keras.applications (v1)")
 _KERAS_V2 = dict(
     block="bottleneck", stride_block="last", strides=(2, 2, 2, 1), preact=True, shortcut_bn=False,
     pool_zero_pad=True, bn_eps=1.001e-5, source="keras.applications (v2, He et al. 2016b)",
 )
+# timm's resnet18d..resnet152d: stem_width=32, stem_type='deep', avg_down=True
+_RESNET_D = dict(stem="deep", stem_widths=(32, 32), shortcut="avgpool_projection",
+                 source="timm ResNet-D (He et al. 2019, Bag of Tricks)")
+# keras-hub's basic_block_vd also projects in the first block of stage 1 (64 -> 64, stride 1); its
+# bottleneck_block_vd presets are timm's resnet50d..resnet152d
+_KERAS_HUB_VD = dict(_RESNET_D, shortcut_at="stage_start", source="keras-hub ResNet-vd (basic blocks)")
+# keras-hub's use_pre_activation=True: unlike keras.applications V2, no conv has a bias, the first block of a
+# stage strides (on the 3x3), and the max-pool pads with -inf
+_KERAS_HUB_V2 = dict(preact=True, shortcut_bn=False, conv_bias="none", source="keras-hub ResNet v2 (He et al. 2016b)")
+# seed 001's PyTorch networks: the stride on the first 1x1 (v1), a bias on the stem conv alone
+_SEED_TORCH = dict(block="bottleneck", stride_on="1x1", conv_bias="stem")
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 _IMAGENET_STRIDES = (1, 2, 2, 2)
+_DEPTHS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 
 
 def _imagenet(name: str, block: str, layers: tuple[int, ...], **kw) -> ResNetSpec:
@@ -190,20 +244,23 @@ def _cifar(name: str, n: int) -> ResNetSpec:
 PRESETS: dict[str, ResNetSpec] = {
     s.name: s
     for s in [
-        _imagenet("resnet18", "basic", (2, 2, 2, 2)),
-        _imagenet("resnet34", "basic", (3, 4, 6, 3)),
-        _imagenet("resnet50", "bottleneck", (3, 4, 6, 3)),
-        _imagenet("resnet101", "bottleneck", (3, 4, 23, 3)),
-        _imagenet("resnet152", "bottleneck", (3, 8, 36, 3)),
+        *(_imagenet(f"resnet{depth}", *_DEPTHS[depth]) for depth in _DEPTHS),
+        *(_imagenet(f"resnet{depth}d", *_DEPTHS[depth], **_RESNET_D) for depth in _DEPTHS),
         *(_cifar(f"resnet{6 * n + 2}", n) for n in (3, 5, 7, 9, 18, 200)),
         _imagenet(
-            "d2l_resnet18", "basic", (2, 2, 2, 2), conv_bias=True, shortcut_bn=False,
+            "d2l_resnet18", "basic", (2, 2, 2, 2), conv_bias="all", shortcut_bn=False,
             in_channels=1, num_classes=10, source="seed tutorials 000/002/003/004 (d2l)",
         ),
         ResNetSpec(
             name="seed_tf_cifar", block="basic", layers=(2, 3, 2), widths=(32, 64, 128), strides=(1, 2, 2),
             stem="cifar", stem_width=32, shortcut="avgpool_pad", batch_norm=False, relu_after_add=False,
-            padding="tf_same", num_classes=10, image_size=32, source="seed tutorial 001 (TF1 res_net)",
+            padding="tf_same", stem_padding="tf_same", num_classes=10, image_size=32,
+            source="seed tutorial 001 (TF1 res_net)",
+        ),
+        _imagenet("seed_torch_resnet50", layers=(3, 4, 6, 3), **_SEED_TORCH, source="seed tutorial 001 (PyTorch Resnet50)"),
+        ResNetSpec(
+            name="seed_torch_cifar", layers=(3, 4), widths=(64, 128), strides=(1, 2), num_classes=10, image_size=32,
+            **_SEED_TORCH, source="seed tutorial 001 (PyTorch CIFAR-10 ResNet, ImageNet stem)",
         ),
         _imagenet("keras_resnet50", layers=(3, 4, 6, 3), **_KERAS_V1),
         _imagenet("keras_resnet101", layers=(3, 4, 23, 3), **_KERAS_V1),
@@ -211,6 +268,8 @@ PRESETS: dict[str, ResNetSpec] = {
         _imagenet("keras_resnet50v2", layers=(3, 4, 6, 3), **_KERAS_V2),
         _imagenet("keras_resnet101v2", layers=(3, 4, 23, 3), **_KERAS_V2),
         _imagenet("keras_resnet152v2", layers=(3, 8, 36, 3), **_KERAS_V2),
+        *(_imagenet(f"keras_hub_resnet{depth}vd", *_DEPTHS[depth], **_KERAS_HUB_VD) for depth in (18, 34)),
+        *(_imagenet(f"keras_hub_resnet{depth}v2", *_DEPTHS[depth], **_KERAS_HUB_V2) for depth in (50, 101)),
     ]
 }
 

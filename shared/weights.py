@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import numpy as np
 
 from .errors import WeightMismatchError
-from .spec import ResNetSpec
+from .spec import PROJECTIONS, ResNetSpec
 
 LayerKind = Literal["conv", "bn", "linear"]
 
@@ -48,11 +48,18 @@ def _bn(path: str, c: int) -> Layer:
 
 
 def canonical_layers(spec: ResNetSpec) -> list[Layer]:
-    """Every weight-carrying layer of ``spec`` in forward order, with torchvision's names."""
+    """Every weight-carrying layer of ``spec`` in forward order, with torchvision's names (timm's for ResNet-D)."""
     bn = spec.batch_norm
-    stem_k = 7 if spec.stem == "imagenet" else 3
     stem_bn = bn and not spec.preact
-    layers = [_conv("conv1", spec.in_channels, spec.stem_width, stem_k, spec.has_bias(stem_bn))]
+    stem = spec.stem_convs()
+    layers = []
+    for i, (cin, cout, k, _) in enumerate(stem):
+        last = i == len(stem) - 1
+        # a deep stem is timm's nn.Sequential: conv 3i, BN 3i + 1, ReLU 3i + 2, ...; bn1 follows the last conv
+        path = f"conv1.{3 * i}" if spec.stem == "deep" else "conv1"
+        layers.append(_conv(path, cin, cout, k, spec.has_bias(not (last and spec.preact), stem=True)))
+        if bn and not last:
+            layers.append(_bn(f"conv1.{3 * i + 1}", cout))
     if stem_bn:
         layers.append(_bn("bn1", spec.stem_width))
     for b in spec.blocks():
@@ -68,11 +75,13 @@ def canonical_layers(spec: ResNetSpec) -> list[Layer]:
                 layers.append(_conv(f"{p}.conv{i}", cin, cout, k, spec.has_bias(True)))
                 if bn:
                     layers.append(_bn(f"{p}.bn{i}", cout))
-        if b.shortcut == "projection":
+        if b.shortcut in PROJECTIONS:
             proj_bn = bn and spec.shortcut_bn
-            layers.append(_conv(f"{p}.downsample.0", b.in_channels, b.out_channels, 1, spec.has_bias(proj_bn)))
+            # ResNet-D's downsample.0 is the average pool, which has no weights
+            first = 1 if b.shortcut == "avgpool_projection" else 0
+            layers.append(_conv(f"{p}.downsample.{first}", b.in_channels, b.out_channels, 1, spec.has_bias(proj_bn)))
             if proj_bn:
-                layers.append(_bn(f"{p}.downsample.1", b.out_channels))
+                layers.append(_bn(f"{p}.downsample.{first + 1}", b.out_channels))
     if spec.preact and bn:
         layers.append(_bn("post_bn", spec.final_width))
     layers.append(Layer("fc", "linear", {"weight": (spec.num_classes, spec.final_width), "bias": (spec.num_classes,)}))
@@ -117,24 +126,38 @@ def check_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray]) -> None:
         raise WeightMismatchError(missing, unexpected, mismatched, context=f"architecture {spec.name}")
 
 
-# The seed tutorials' d2l ResNet is nn.Sequential(b1, b2, b3, b4, b5, pool, flatten, Linear):
-# b1 = Sequential(conv, BN, ReLU, MaxPool); b2..b5 hold `Residual` blocks whose 1x1
-# shortcut conv is called conv3.
-D2L_ALIASES: list[tuple[str, str]] = [
-    (r"^0\.0\.", "conv1."),
-    (r"^0\.1\.", "bn1."),
-    (r"^([1-4])\.(\d+)\.conv3\.", lambda m: f"layer{m[1]}.{m[2]}.downsample.0."),
-    (r"^([1-4])\.(\d+)\.", lambda m: f"layer{m[1]}.{m[2]}."),
-    (r"^7\.", "fc."),
-]
+# ----------------------------------------------------------------------------- other libraries' state_dict names
+
+# (a regex matched at the start of a key, its replacement); the first rule that matches renames the key
+Alias = tuple[str, str | Callable[[re.Match], str]]
 
 
-def from_d2l(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Rename a state_dict saved by the seeds' d2l ``nn.Sequential`` code to canonical keys."""
+@dataclass(frozen=True)
+class Naming:
+    """Another library's state_dict names: the keys that give them away, and the alias tables to and from ours."""
+
+    label: str  # 'a {label} state_dict'
+    signature: tuple[str, ...]  # keys every such state_dict holds and a canonical one never does
+    aliases: tuple[Alias, ...]  # its names -> canonical
+    inverse: tuple[Alias, ...] = ()  # canonical -> its names, for writing; empty: read only
+
+    def recognises(self, weights: Mapping[str, object]) -> bool:
+        return all(key in weights for key in self.signature)
+
+    def to_canonical(self, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return rename(weights, self.aliases)
+
+    def from_canonical(self, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return rename(weights, self.inverse)
+
+
+def rename(weights: Mapping[str, np.ndarray], aliases: tuple[Alias, ...]) -> dict[str, np.ndarray]:
+    """Each key renamed by the first alias that matches it; a key none matches stays as it is, for
+    ``check_weights`` to report with every other problem."""
     out = {}
     for key, value in weights.items():
-        for pattern, repl in D2L_ALIASES:
-            new, n = re.subn(pattern, repl, key, count=1)
+        for pattern, repl in aliases:
+            new, n = re.subn(f"^{pattern}", repl, key, count=1)
             if n:
                 key = new
                 break
@@ -142,9 +165,73 @@ def from_d2l(weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def is_d2l(weights: Mapping[str, np.ndarray]) -> bool:
-    """True when the keys look like the d2l seed's nn.Sequential state_dict."""
-    return "0.0.weight" in weights and "7.weight" in weights
+# The seed tutorials' d2l ResNet is nn.Sequential(b1, b2, b3, b4, b5, pool, flatten, Linear):
+# b1 = Sequential(conv, BN, ReLU, MaxPool); b2..b5 hold `Residual` blocks whose 1x1
+# shortcut conv is called conv3.
+D2L = Naming(
+    "d2l seed", ("0.0.weight", "7.weight"),
+    (
+        (r"0\.0\.", "conv1."),
+        (r"0\.1\.", "bn1."),
+        (r"([1-4])\.(\d+)\.conv3\.", lambda m: f"layer{m[1]}.{m[2]}.downsample.0."),
+        (r"([1-4])\.(\d+)\.", lambda m: f"layer{m[1]}.{m[2]}."),
+        (r"7\.", "fc."),
+    ),
+)
+# Seed 001's PyTorch networks: conv1 = Sequential(conv, BN, ReLU); stages conv2, conv3, ... hold Blocks whose
+# conv1..conv3 are Sequential(conv, BN[, ReLU]) and whose first also has shortcut = Sequential(conv, BN);
+# fc = Sequential(Linear).
+SEED_TORCH = Naming(
+    "seed 001 PyTorch", ("conv2.0.conv1.0.weight", "fc.0.weight"),
+    (
+        (r"conv1\.0\.", "conv1."),
+        (r"conv1\.1\.", "bn1."),
+        (r"conv(\d+)\.(\d+)\.conv(\d)\.0\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}."),
+        (r"conv(\d+)\.(\d+)\.conv(\d)\.1\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}."),
+        (r"conv(\d+)\.(\d+)\.shortcut\.", lambda m: f"layer{int(m[1]) - 1}.{m[2]}.downsample."),
+        (r"fc\.0\.", "fc."),
+    ),
+)
+# Hugging Face transformers' ResNetForImageClassification: stages and their layers count from 0; the
+# classifier is Sequential(Flatten, Linear).
+_HF_BLOCK = r"resnet\.encoder\.stages\.(\d+)\.layers\.(\d+)\."
+
+
+def _hf_block(m: re.Match) -> str:
+    return f"resnet.encoder.stages.{int(m[1]) - 1}.layers.{m[2]}."
+
+
+HF = Naming(
+    "Hugging Face ResNetForImageClassification",
+    ("resnet.embedder.embedder.convolution.weight", "classifier.1.weight"),
+    (
+        (r"resnet\.embedder\.embedder\.convolution\.", "conv1."),
+        (r"resnet\.embedder\.embedder\.normalization\.", "bn1."),
+        (_HF_BLOCK + r"layer\.(\d+)\.convolution\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.conv{int(m[3]) + 1}."),
+        (_HF_BLOCK + r"layer\.(\d+)\.normalization\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.bn{int(m[3]) + 1}."),
+        (_HF_BLOCK + r"shortcut\.convolution\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.0."),
+        (_HF_BLOCK + r"shortcut\.normalization\.", lambda m: f"layer{int(m[1]) + 1}.{m[2]}.downsample.1."),
+        (r"classifier\.1\.", "fc."),
+    ),
+    (
+        (r"conv1\.", "resnet.embedder.embedder.convolution."),
+        (r"bn1\.", "resnet.embedder.embedder.normalization."),
+        (r"layer(\d+)\.(\d+)\.conv(\d)\.", lambda m: f"{_hf_block(m)}layer.{int(m[3]) - 1}.convolution."),
+        (r"layer(\d+)\.(\d+)\.bn(\d)\.", lambda m: f"{_hf_block(m)}layer.{int(m[3]) - 1}.normalization."),
+        (r"layer(\d+)\.(\d+)\.downsample\.0\.", lambda m: f"{_hf_block(m)}shortcut.convolution."),
+        (r"layer(\d+)\.(\d+)\.downsample\.1\.", lambda m: f"{_hf_block(m)}shortcut.normalization."),
+        (r"fc\.", "classifier.1."),
+    ),
+)
+NAMINGS = {"d2l": D2L, "seed_torch": SEED_TORCH, "hf": HF}
+
+
+def recognise(weights: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str | None]:
+    """``weights`` under canonical names, and the name of the naming (``NAMINGS``) they came in; None if canonical."""
+    for name, naming in NAMINGS.items():
+        if naming.recognises(weights):
+            return naming.to_canonical(weights), name
+    return dict(weights), None
 
 
 def widened(x: np.ndarray) -> np.ndarray:

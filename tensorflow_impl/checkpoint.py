@@ -21,7 +21,7 @@ import keras
 import numpy as np
 
 from shared import checkpoint
-from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, canonical_kind, from_native
+from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, canonical_kinds, from_native
 from shared.spec import PRESETS, ResNetSpec
 from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
 
@@ -198,8 +198,9 @@ def _canonical_from_layers(layers: Mapping[str, list[h5py.Dataset]], path: Path)
     """This package's ResNet: layers are named by their canonical module path."""
     variables, unknown = {}, []
     for layer, values in layers.items():
-        kind = canonical_kind(layer)
-        if kind is None or len(values) > len(KERAS_ORDER[kind]):
+        # a conv saves one or two variables, a BN four
+        kind = next((k for k in canonical_kinds(layer) if len(values) <= len(KERAS_ORDER[k])), None)
+        if kind is None:
             unknown.append(layer)
             continue
         for param, value in zip(KERAS_ORDER[kind], values):

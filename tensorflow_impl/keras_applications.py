@@ -55,9 +55,10 @@ def keras_applications_names(spec: ResNetSpec | str) -> dict[str, str]:
         if layer.path in TOP_NAMES:
             names[layer.path] = TOP_NAMES[layer.path]
             continue
-        stage, index, module = layer.path.split(".", 2)
-        if module not in inside:
+        parts = layer.path.split(".", 2)
+        if len(parts) < 3 or parts[2] not in inside:
             raise ValueError(f"{spec.name}: keras.applications has no layer for {layer.path}")
+        stage, index, module = parts
         names[layer.path] = f"{blocks[f'{stage}.{index}']}_{inside[module]}"
     return names
 
@@ -78,7 +79,11 @@ def keras_applications_preset(variable_paths: Iterable[str]) -> str:
     """The preset whose keras.applications variables are exactly these 'layer/variable' paths."""
     paths = set(variable_paths)
     for name, spec in PRESETS.items():
-        if {path for path, _ in variable_table(spec).values()} == paths:
+        try:
+            table = variable_table(spec)
+        except ValueError:  # a preset with layers keras.applications has no names for
+            continue
+        if {path for path, _ in table.values()} == paths:
             return name
     raise ValueError("no preset has exactly these keras.applications layers; pass spec= to see what differs")
 

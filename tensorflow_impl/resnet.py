@@ -8,7 +8,7 @@ import math
 import keras
 from keras import layers, ops
 
-from shared.spec import MIXED_PRECISION, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
@@ -37,11 +37,13 @@ class Conv2d(layers.Conv2D):
         return {**super().get_config(), "pad": self.pad}
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, name: str, seed, dtype) -> layers.Layer:
+def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, name: str, seed, dtype,
+         stem: bool = False) -> layers.Layer:
     del cin  # Keras reads the input channels off the first batch
     # torchvision's init, spelled out: He normal over fan-out
     init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
-    return Conv2d(cout, kernel, stride, pad=spec.padding, use_bias=bias, kernel_initializer=init, name=name, dtype=dtype)
+    pad = spec.stem_padding if stem else spec.padding
+    return Conv2d(cout, kernel, stride, pad=pad, use_bias=bias, kernel_initializer=init, name=name, dtype=dtype)
 
 
 def norm(spec: ResNetSpec, channels: int, *, name: str, dtype) -> layers.Layer:
@@ -52,14 +54,50 @@ def norm(spec: ResNetSpec, channels: int, *, name: str, dtype) -> layers.Layer:
     return layers.BatchNormalization(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
 
 
+class Sequential(layers.Layer):
+    """Layers called in order, indexed like torch's nn.Sequential, so 'downsample.0' names the first
+    (keras.Sequential is a Model, which takes no dtype policy of its own)."""
+
+    def __init__(self, sequence: list[layers.Layer], **kwargs):
+        super().__init__(**kwargs)
+        self.sequence = sequence
+
+    def __getitem__(self, index: int) -> layers.Layer:
+        return self.sequence[index]
+
+    def call(self, x, training=False):
+        for layer in self.sequence:
+            x = layer(x, training=training)
+        return x
+
+
+def make_stem(spec: ResNetSpec, *, seed, dtype) -> layers.Layer:
+    """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
+    convs = spec.stem_convs()
+    stem = []
+    for i, (cin, cout, kernel, stride) in enumerate(convs):
+        last = i == len(convs) - 1
+        if i:
+            stem.append(norm(spec, cin, name=f"conv1.{len(stem)}", dtype=dtype))
+            stem.append(layers.ReLU(name=f"conv1.{len(stem)}", dtype=dtype))
+        bias = spec.has_bias(not (last and spec.preact), stem=True)
+        name = f"conv1.{len(stem)}" if spec.stem == "deep" else "conv1"
+        stem.append(conv(spec, cin, cout, kernel, stride, bias, name=name, seed=seed, dtype=dtype, stem=True))
+    return stem[0] if spec.stem != "deep" else Sequential(stem, name="conv1", dtype=dtype)
+
+
 class MaxPool(layers.Layer):
-    """The ImageNet stem's 3x3/2 max-pool, padded by one: with -inf, or with zeros as Keras applications V2 does."""
+    """The stem's 3x3/2 max-pool, padded by one (TF-'same' where ``padding`` says): with -inf, or with zeros as
+    Keras applications V2 does."""
 
     def __init__(self, spec: ResNetSpec, **kwargs):
         super().__init__(**kwargs)
+        self.tf_same = spec.padding == "tf_same"
         self.pad_value = 0.0 if spec.pool_zero_pad else -math.inf
 
     def call(self, x):
+        if self.tf_same:  # the Flax ImageNet example's 'SAME' max-pool: more at the bottom/right, never the pad
+            return ops.max_pool(x, 3, 2, "same")
         # Keras's 'same' max-pool pads the bottom/right only at stride 2: pad by hand, then 'valid'
         x = ops.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], constant_values=self.pad_value)
         return ops.max_pool(x, 3, 2, "valid")
@@ -82,33 +120,29 @@ class Shortcut(layers.Layer):
         return ops.pad(x, [[0, 0], [0, 0], [0, 0], [self.pad, self.pad]]) if self.pad else x
 
 
-class Sequential(layers.Layer):
-    """Layers called in order, indexed like torch's nn.Sequential, so 'downsample.0' names the first
-    (keras.Sequential is a Model, which takes no dtype policy of its own)."""
-
-    def __init__(self, sequence: list[layers.Layer], **kwargs):
-        super().__init__(**kwargs)
-        self.sequence = sequence
-
-    def __getitem__(self, index: int) -> layers.Layer:
-        return self.sequence[index]
-
-    def call(self, x, training=False):
-        for layer in self.sequence:
-            x = layer(x, training=training)
-        return x
+def avg_pool(stride: int, *, name: str, dtype) -> layers.Layer:
+    """ResNet-D's 2x2 average pool before the projection: windows that overhang an odd edge average what they cover."""
+    if stride == 1:
+        return layers.Identity(name=name, dtype=dtype)  # as in timm, so the conv stays downsample.1
+    # TensorFlow's 'same' pads bottom/right and leaves the padding out of the average: timm's ceil_mode pool
+    return layers.AveragePooling2D(2, stride, "same", name=name, dtype=dtype)
 
 
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, seed, dtype) -> layers.Layer:
     p = f"{plan.prefix}.downsample"
     if plan.shortcut == "identity":
         return layers.Identity(name=p, dtype=dtype)
-    if plan.shortcut == "projection":
+    if plan.shortcut in PROJECTIONS:
         with_bn = spec.batch_norm and spec.shortcut_bn
         bias = spec.has_bias(with_bn)
-        projection = [conv(spec, plan.in_channels, plan.out_channels, 1, plan.stride, bias, name=f"{p}.0", seed=seed, dtype=dtype)]
+        # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
+        pooled = plan.shortcut == "avgpool_projection"
+        projection = [avg_pool(plan.stride, name=f"{p}.0", dtype=dtype)] if pooled else []
+        stride = 1 if pooled else plan.stride
+        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias, name=f"{p}.{len(projection)}",
+                               seed=seed, dtype=dtype))
         if with_bn:
-            projection.append(norm(spec, plan.out_channels, name=f"{p}.1", dtype=dtype))
+            projection.append(norm(spec, plan.out_channels, name=f"{p}.{len(projection)}", dtype=dtype))
         return Sequential(projection, name=p, dtype=dtype)
     return Shortcut(plan, name=p, dtype=dtype)
 
@@ -130,7 +164,7 @@ class Block(layers.Layer):
             if not self.preact:
                 setattr(self, f"bn{i}", norm(spec, cout, name=f"{plan.prefix}.bn{i}", dtype=dtype))
         self.downsample = make_shortcut(spec, plan, seed=seed, dtype=dtype)
-        self.projects = plan.shortcut == "projection"
+        self.projects = plan.shortcut in PROJECTIONS
 
     # `training` reaches the BatchNormalization layers; Keras drops it for layers whose call takes none
     def call(self, x, training=False):
@@ -164,12 +198,10 @@ class ResNet(keras.Model):
         dtype = self.dtype_policy
         # a local generator for the initialisers: Keras's global seed is left alone
         seed = keras.random.SeedGenerator(seed)
-        k, stride = (7, 2) if spec.stem == "imagenet" else (3, 1)
-        self.conv1 = conv(spec, spec.in_channels, spec.stem_width, k, stride, spec.has_bias(not spec.preact),
-                          name="conv1", seed=seed, dtype=dtype)
+        self.conv1 = make_stem(spec, seed=seed, dtype=dtype)
         if not spec.preact:
             self.bn1 = norm(spec, spec.stem_width, name="bn1", dtype=dtype)
-        self.maxpool = MaxPool(spec, name="maxpool", dtype=dtype) if spec.stem == "imagenet" else layers.Identity(name="maxpool", dtype=dtype)
+        self.maxpool = MaxPool(spec, name="maxpool", dtype=dtype) if spec.stem != "cifar" else layers.Identity(name="maxpool", dtype=dtype)
         for stage in range(1, spec.num_stages + 1):
             blocks = [Block(spec, plan, seed=seed, dtype=dtype) for plan in spec.blocks() if plan.stage == stage]
             setattr(self, f"layer{stage}", blocks)

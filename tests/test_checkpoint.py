@@ -471,7 +471,7 @@ def test_inference_reports_overrides_and_what_the_weights_cannot_tell():
 
 
 def test_conv_biases_point_to_the_keras_v1_lineage():
-    spec = get_spec("resnet50", conv_bias=True, bn_eps=1.001e-5, stride_on="1x1", source="keras.applications (v1)")
+    spec = get_spec("resnet50", conv_bias="all", bn_eps=1.001e-5, stride_on="1x1", source="keras.applications (v1)")
     found = infer({k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(spec).items()})
     assert found.preset == "keras_resnet50" and found.assumed["stride_on"] == "1x1 (v1)"
 

@@ -25,10 +25,25 @@ MATRIX = [name for name in list_specs() if name != "resnet1202"]  # resnet1202: 
 # The deeper members of a family repeat its resnet50's blocks, which run in float64 by default; the deep ones'
 # float64 runs (2 minutes of the suite) are slow tests.
 DEEP = {"resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2", "keras_resnet152v2"}
+# Other libraries' presets run whole as slow tests. By default, small networks with each of their fields (deep stem,
+# average-pool projection, stage-start shortcuts, no conv bias, the stem's bias, the Flax example's padding) run in
+# every direction instead: tests/test_libraries.py and test_variants.py check the presets against the libraries.
+LIBRARIES = {
+    "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "keras_hub_resnet18vd", "keras_hub_resnet34vd",
+    "keras_hub_resnet50v2", "keras_hub_resnet101v2", "seed_torch_resnet50", "seed_torch_cifar",
+}
+# channel counts resnet20 already has, so JAX compiles few new initialisers
+SMALL = dict(layers=(1, 1), widths=(16, 32), strides=(1, 2), stem_width=16, num_classes=10)
+SMALL_VARIANTS = {
+    "small_keras_hub_vd": get_spec("keras_hub_resnet18vd", **SMALL, stem_widths=(16, 16)),  # resnet18d's fields too
+    "small_keras_hub_v2": get_spec("keras_hub_resnet50v2", **SMALL, block="basic"),
+    "small_seed_torch": get_spec("seed_torch_cifar", **SMALL),
+    "small_flax_example": get_spec("resnet18", **SMALL, padding="tf_same"),
+}
 CASES = [
-    pytest.param(arch, dtype, marks=[pytest.mark.slow] if dtype == "float64" and arch in DEEP else [])
+    pytest.param(arch, dtype, marks=[pytest.mark.slow] if arch in LIBRARIES or dtype == "float64" and arch in DEEP else [])
     for arch in MATRIX for dtype in ("float32", "float64")
-]
+] + [pytest.param(spec, dtype, id=f"{name}-{dtype}") for name, spec in SMALL_VARIANTS.items() for dtype in ("float32", "float64")]
 
 
 @functools.lru_cache(maxsize=2)

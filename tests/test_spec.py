@@ -18,11 +18,33 @@ PUBLISHED = {
 }
 # BN running statistics: 2 x the BN channels, summed by hand from the torchvision architecture
 BN_STATS = {"resnet18": 9_600, "resnet50": 53_120}
+# (parameters, BN statistics) of the other libraries' own models with 1000 classes: timm.create_model(name) for
+# ResNet-D; keras-hub's ResNetImageClassifier (its count_params() is the sum: 11,722,824 for resnet_vd_18, as its
+# preset metadata says); seed 001's networks (1000 and 10 classes). test_libraries.py and test_variants.py count
+# the live models again.
+LIBRARY_COUNTS = {
+    "resnet18d": (11_708_744, 9_728),
+    "resnet34d": (21_816_904, 17_152),
+    "resnet50d": (25_576_264, 53_248),
+    "resnet101d": (44_568_392, 105_472),
+    "resnet152d": (60_212_040, 151_552),
+    "keras_hub_resnet18vd": (11_712_968, 9_856),
+    "keras_hub_resnet34vd": (21_821_128, 17_280),
+    "keras_hub_resnet50v2": (25_549_352, 45_440),
+    "keras_hub_resnet101v2": (44_541_480, 97_664),
+    "seed_torch_resnet50": (25_557_096, 53_120),
+    "seed_torch_cifar": (1_450_122, 10_112),
+}
 
 
 @pytest.mark.parametrize("arch", PUBLISHED)
 def test_parameter_counts_match_torchvision(arch):
     assert count_parameters(get_spec(arch))[0] == PUBLISHED[arch]
+
+
+@pytest.mark.parametrize("arch", LIBRARY_COUNTS)
+def test_parameter_counts_match_the_libraries(arch):
+    assert count_parameters(get_spec(arch)) == LIBRARY_COUNTS[arch]
 
 
 @pytest.mark.parametrize("arch", BN_STATS)
@@ -98,11 +120,32 @@ def test_list_specs_covers_the_family():
     ("block", "bottelneck"), ("stem", "deep-ish"), ("shortcut", "projected"), ("stride_on", "2x2"),
     ("stride_block", "frist"), ("padding", "same"), ("preact", 1), ("conv_bias", "yes"), ("layers", (2, 0, 2, 2)),
     ("widths", (64, 128)), ("strides", (1, 2, 2, 2.5)), ("stem_width", 0), ("bn_eps", 0.0), ("bn_momentum", 1.0),
-    ("image_size", -1),
+    ("image_size", -1), ("stem_widths", (32, 32)), ("shortcut_at", "stage_end"), ("stem_padding", "valid"),
 ])
 def test_every_field_is_validated(field, value):
     with pytest.raises(SpecError, match=field):
         get_spec("resnet18", **{field: value})
+
+
+def test_fields_that_only_go_together():
+    with pytest.raises(SpecError, match="stem_widths"):
+        get_spec("resnet18d", stem_widths=())  # a deep stem needs its widths
+    with pytest.raises(SpecError, match="pool_zero_pad"):
+        get_spec("keras_resnet50v2", padding="tf_same")
+
+
+def test_resnet_d_names_and_shapes_are_timms():
+    # timm's resnet50d state_dict: 332 entries (55 num_batches_tracked); the deep stem 32-32-64, the shortcut's
+    # conv behind an average pool (also in layer1, at stride 1, where timm's pool is an Identity)
+    shapes = canonical_shapes(get_spec("resnet50d"))
+    assert len(shapes) + 55 == 332
+    assert [(k, shapes[k]) for k in shapes if k.startswith("conv1.") and k.endswith("weight")] == [
+        ("conv1.0.weight", (32, 3, 3, 3)), ("conv1.1.weight", (32,)), ("conv1.3.weight", (32, 32, 3, 3)),
+        ("conv1.4.weight", (32,)), ("conv1.6.weight", (64, 32, 3, 3)),
+    ]
+    assert shapes["layer1.0.downsample.1.weight"] == (256, 64, 1, 1) and shapes["layer1.0.downsample.2.weight"] == (256,)
+    assert "layer1.0.downsample.0.weight" not in shapes and "layer1.0.downsample.1.weight" not in canonical_shapes(
+        get_spec("resnet18d"))  # no projection where a basic stage keeps its channels
 
 
 def test_shared_never_imports_a_framework():

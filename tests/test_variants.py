@@ -1,6 +1,7 @@
-"""The variants (CIFAR, d2l, the TF seed) against numbers and code from outside the implementation.
+"""The variants (CIFAR, d2l, the TF seed, seed 001's PyTorch networks) against numbers and code from outside the
+implementation.
 
-Parameter counts come from He et al. 2016 (CIFAR table) and the d2l seed's network; shapes from the
+Parameter counts come from He et al. 2016 (CIFAR table) and the seeds' networks; shapes from the
 table the d2l seed prints; logits from the seeds' own networks, reproduced here as reference implementations.
 """
 
@@ -19,6 +20,8 @@ from shared.parity import FIXED_FLOAT32
 from shared.spec import get_spec
 from shared.summary import summary
 from shared.weights import count_parameters, relative_error
+
+from seed_torch_networks import SEED_TORCH, seed_torch_net
 
 torch_impl, tf_impl, jax_impl = (frameworks.load(name) for name in ("torch", "tf", "jax"))
 
@@ -280,3 +283,37 @@ def test_seed_tf_cifar_semantics_are_noticed(tf_seed_case, override: dict):
     model = torch_impl.build_model(get_spec("seed_tf_cifar", **override))
     torch_impl.import_weights(model, weights)
     assert relative_error(torch_impl.features(model, x)["fc"], expected) > 1e-2
+
+
+# ----------------------------------------------------------------------------- seed 001's PyTorch networks
+
+
+@pytest.mark.parametrize("preset", SEED_TORCH)
+def test_seed_torch_counts_and_keys(preset: str):
+    net = seed_torch_net(preset)
+    stats = sum(b.numel() for n, b in net.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert count_parameters(get_spec(preset)) == (torch_count(net), stats)
+    # the bias on the stem conv alone is what tells these keys from torchvision's
+    assert {"conv1.0.bias", "conv2.0.conv1.0.weight", "conv2.0.shortcut.0.weight", "fc.0.weight"} <= set(net.state_dict())
+    assert not [k for k in net.state_dict() if k.endswith("0.bias") and k != "conv1.0.bias" and k != "fc.0.bias"]
+
+
+@pytest.mark.parametrize("preset", [
+    "seed_torch_cifar", pytest.param("seed_torch_resnet50", marks=pytest.mark.slow),
+])
+def test_seed_torch_state_dict_ports_to_every_framework(tmp_path, preset: str):
+    from shared import checkpoint
+
+    net = seed_torch_net(preset)
+    torch.save(net.state_dict(), tmp_path / "seed.pt")
+    ckpt = checkpoint.read(tmp_path / "seed.pt")  # recognised by its keys, renamed by the alias table
+    spec, notes = checkpoint.architecture(ckpt, tmp_path / "seed.pt")
+    assert spec == get_spec(preset), notes
+    size = 32 if preset == "seed_torch_cifar" else 64
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    for framework in ("torch", "tf", "jax"):
+        impl = frameworks.load(framework)
+        logits = impl.features(impl.load_checkpoint(tmp_path / "seed.pt"), x)["fc"]
+        assert relative_error(logits, expected) <= TOLERANCE, framework

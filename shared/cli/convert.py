@@ -22,16 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     formats = "; ".join(f"{name}: {f.label}" + (f" ({' '.join(f.suffixes)})" if f.suffixes else "")
                         for name, f in FORMATS.items())
     parser.epilog = (
-        f"formats: {formats}. A DST without a suffix is an Orbax directory. After writing, SRC and DST are loaded "
-        f"into their frameworks and run on one random batch; DST is kept only if the logits agree to "
-        f"{FIXED_FLOAT32:.0e} (relative), else exit 1. Bad input: one line naming the file, exit 2."
+        f"formats: {formats}. A DST without a suffix is an Orbax directory. Other libraries' directories and files are "
+        f"recognised by their config.json or their names (--from where they are not). After writing, SRC and DST are "
+        f"loaded into their frameworks (an ONNX DST into onnxruntime) and run on one random batch; DST is kept only if "
+        f"the logits agree to {FIXED_FLOAT32:.0e} (relative), else exit 1. Bad input: one line naming the file, "
+        f"exit 2."
     )
     parser.add_argument("src", metavar="SRC", help="checkpoint to read: a file, or an Orbax directory")
     parser.add_argument("dst", metavar="DST", help="checkpoint to write; its suffix picks the format")
     parser.add_argument("--arch", choices=list_specs(), metavar="NAME",
                         help="preset of SRC (default: what SRC records, else inferred from its weights)")
-    parser.add_argument("--from", dest="src_format", choices=list(FORMATS), metavar="FMT",
-                        help="format of SRC (default: by suffix)")
+    parser.add_argument("--from", dest="src_format", choices=[n for n, f in FORMATS.items() if f.readable], metavar="FMT",
+                        help="format of SRC (default: by suffix, or by its config or names)")
     parser.add_argument("--to", dest="dst_format", choices=[n for n, f in FORMATS.items() if f.writable], metavar="FMT",
                         help="format of DST (default: by suffix)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing DST")
@@ -63,11 +65,12 @@ def format_report(report: dict) -> str:
     if v is None:
         lines.append("not verified (--no-verify)")
     else:
-        src, dst = (frameworks.LABELS[f] for f in v["frameworks"])
+        src, dst = (frameworks.LABELS.get(f, f) for f in v["frameworks"])
+        same = {True: "yes", False: "no", None: "n/a"}[v["weights_identical"]]
         lines.append(
             f"verify: SRC weights in {src} vs DST read back in {dst}, random batch NHWC {tuple(v['input_shape_nhwc'])}: "
             f"logits relative error {v['relative_error']:.1e} (tolerance {v['tolerance']:.0e}), weights bit-identical: "
-            f"{'yes' if v['weights_identical'] else 'no'} -> {'PASS' if v['passed'] else 'FAIL'}"
+            f"{same} -> {'PASS' if v['passed'] else 'FAIL'}"
         )
         if not v["passed"]:
             lines.append(f"{report['dst']} was not written: the converted file does not compute what {report['src']} does")

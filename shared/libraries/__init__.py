@@ -1,0 +1,29 @@
+"""Other libraries' ResNet checkpoints that need none of our frameworks: Hugging Face transformers (``hf``), timm
+(``timm``) and keras-hub (``keras_hub``). Each module reads a library's files into canonical weights and the spec
+its config records, and writes canonical weights as that library saves them; ``shared.checkpoint.FORMATS`` names
+the module for each format. The Flax ImageNet example's files need JAX to read (``jax_impl.checkpoint``); its
+names are in ``flax_linen``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+from ..errors import CheckpointError
+from ..infer import LABELS
+from ..spec import ResNetSpec
+
+
+def differing(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
+    """The fields (names and labels aside) in which two specs describe different networks."""
+    return [f.name for f in fields(spec) if f.name not in LABELS and getattr(spec, f.name) != getattr(other, f.name)]
+
+
+def refuse_unless_equal(spec: ResNetSpec, built: ResNetSpec, library: str, path: Path) -> None:
+    """Refuse to write ``spec`` for ``library`` when the library would build ``built`` from the config written for it
+    (a network that computes something else), naming every field that differs."""
+    differ = [f"{name}={getattr(spec, name)!r} (it has {getattr(built, name)!r})" for name in differing(spec, built)]
+    if differ:
+        raise CheckpointError(f"{path}: {library} has no ResNet with {', '.join(differ)}; the file would compute "
+                              f"something other than {spec.name}")
