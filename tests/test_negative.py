@@ -146,11 +146,13 @@ def test_an_average_pool_that_counts_its_padding_is_caught(monkeypatch):
 
     small = get_spec("resnet18d", layers=(1, 1), widths=(16, 32), strides=(1, 2), stem_widths=(16, 16), stem_width=16)
     weights = randomize(small, seed=3)
-    x = np.random.default_rng(1).standard_normal((2, 76, 76, 3)).astype(np.float32)
 
-    def logits(name):
-        return frameworks.load(name).features(frameworks.load_checkpoints(name).model_from_weights(small, weights), x)["fc"]
+    def error(size):  # a size of its own for each run: features() reuses a jitted trace for a shape it has seen
+        x = np.random.default_rng(1).standard_normal((2, size, size, 3)).astype(np.float32)
+        out = {n: frameworks.load(n).features(frameworks.load_checkpoints(n).model_from_weights(small, weights), x)["fc"]
+               for n in ("torch", "jax")}
+        return relative_error(out["jax"], out["torch"])
 
-    assert relative_error(logits("jax"), logits("torch")) <= FIXED_FLOAT32
+    assert error(76) <= FIXED_FLOAT32
     monkeypatch.setattr(resnet.AvgPool, "__call__", lambda self, x: nnx.avg_pool(x, (2, 2), (self.stride,) * 2, "SAME"))
-    assert relative_error(logits("jax"), logits("torch")) > 1e-3
+    assert error(84) > 1e-3  # 84 px: 21 -> 11, odd again
