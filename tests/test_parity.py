@@ -22,13 +22,12 @@ from shared.weights import randomize
 FRAMEWORKS = list(frameworks.FRAMEWORKS)
 DIRECTIONS = list(itertools.permutations(FRAMEWORKS, 2))
 MATRIX = [name for name in list_specs() if name != "resnet1202"]  # resnet1202: see test_variants
-# The deeper members of a family repeat its resnet50's blocks, which run in float64 by default; the deep ones'
-# float64 runs (2 minutes of the suite) are slow tests.
-DEEP = {"resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2", "keras_resnet152v2"}
-CASES = [
-    pytest.param(arch, dtype, marks=[pytest.mark.slow] if dtype == "float64" and arch in DEEP else [])
-    for arch in MATRIX for dtype in ("float32", "float64")
-]
+# The deeper members of a family repeat the blocks of its shallowest member, which runs in both dtypes by
+# default; their own runs (4 minutes of the suite) are slow tests. Their counts are checked in test_spec.
+DEEP = {"resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2", "keras_resnet152v2",
+        "resnet32", "resnet44", "resnet56", "resnet110"}
+CASES = [pytest.param(arch, dtype, marks=[pytest.mark.slow] if arch in DEEP else [])
+         for arch in MATRIX for dtype in ("float32", "float64")]
 
 
 @functools.lru_cache(maxsize=2)
