@@ -71,7 +71,7 @@ def main() -> None:
                 report = train_parity(arch, 5, source=source, dtype=dtype, size=size, seed=seed)
             got = pairs(report)
             found[key].append({"arch": arch, "source": source, "seed": seed, "pairs": got})
-            print(f"{key:16} {arch:17} {source:5} seed {seed}: k needed {needed_k(got, 0.0):6.2f} (atol 0), "
+            print(f"{key:16} {arch:17} {source:5} seed {seed}: {'PASS' if report.passed else 'FAIL'}, k needed {needed_k(got, 0.0):6.2f} (atol 0), "
                   f"smallest floor {min(f for _, f in got):.1e}, worst {worst(report)}, {time.perf_counter() - start:.0f} s",
                   flush=True)
     print("\nsummary: the k every honest tensor needs, for candidate atols (u = the dtype's unit roundoff)")

@@ -255,8 +255,8 @@ def test_mislabelled_file_names_what_it_looks_like(capsys, impls, weights, tmp_p
     checkpoint.save(tmp_path / real, weights, SPEC)
     (tmp_path / real).rename(tmp_path / "model.pt")
     err = assert_refused(capsys, tmp_path, tmp_path / "model.pt", tmp_path / "out.safetensors",
-                         match="model.pt: not a PyTorch checkpoint (torch.save writes a zip archive or a pickle); it looks like ")
-    assert label in err
+                         match="it looks like")
+    assert "model.pt: not a " in err and label in err
 
 
 def test_unknown_suffix_suggests_formats(capsys, source, tmp_path):
