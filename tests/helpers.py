@@ -26,3 +26,20 @@ def torch_save(obj, path: Path) -> Path:
 
     torch.save(obj, path)
     return path
+
+
+def randomize_torch(net):
+    """Every BN tensor of a torch network random from torch's global generator (fresh statistics hide swaps), conv biases too; eval mode."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+            elif isinstance(m, nn.Conv2d) and m.bias is not None:
+                m.bias.normal_(0.0, 0.1)
+    return net.eval()

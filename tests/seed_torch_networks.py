@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from helpers import randomize_torch
+
 
 class SeedBlock(nn.Module):
     """Seed 001's Block, as written there: each conv a Sequential with its BN (and ReLU), the stride on the first
@@ -69,14 +71,4 @@ SEED_TORCH = {"seed_torch_cifar": ((3, 4), 10), "seed_torch_resnet50": ((3, 4, 6
 def seed_torch_net(preset: str) -> nn.Module:
     """The seed's network with every tensor random, BN statistics too (fresh ones hide swaps), in eval mode."""
     torch.manual_seed(0)
-    net = SeedResNet(*SEED_TORCH[preset])
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-            elif isinstance(m, nn.Conv2d) and m.bias is not None:
-                m.bias.normal_(0.0, 0.1)
-    return net.eval()
+    return randomize_torch(SeedResNet(*SEED_TORCH[preset]))

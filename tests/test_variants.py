@@ -21,6 +21,7 @@ from shared.spec import get_spec
 from shared.summary import summary
 from shared.weights import count_parameters, relative_error
 
+from helpers import randomize_torch
 from seed_torch_networks import SEED_TORCH, seed_torch_net
 
 torch_impl, tf_impl, jax_impl = (frameworks.load(name) for name in ("torch", "tf", "jax"))
@@ -150,14 +151,7 @@ def d2l_seed_net() -> nn.Sequential:
     b4 = nn.Sequential(*resnet_block(128, 256, 2))
     b5 = nn.Sequential(*resnet_block(256, 512, 2))
     net = nn.Sequential(b1, b2, b3, b4, b5, nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(512, 10))
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.eval()
+    return randomize_torch(net)
 
 
 @pytest.fixture(scope="module")
