@@ -26,7 +26,7 @@ from shared.spec import ResNetSpec
 
 from . import train
 from .resnet import build_model
-from .weights import export_weights, import_weights, inputs, numerics, widened
+from .weights import as_numpy, export_weights, import_weights, inputs, numerics
 
 # A process waiting longer than this in a collective fails instead of hanging for torch's default 30 minutes.
 TIMEOUT = datetime.timedelta(minutes=5)
@@ -95,7 +95,9 @@ class DataParallel:
         if self.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if self.device.type == "cuda" else sync_batchnorm(model)
         # rank 0's buffers at every forward: per-replica BN keeps rank 0's running statistics
-        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None, forward_sync_buffers=True)
+        # gradients as views of DDP's buckets: no copy (and no stride warning for a 1-channel stem's kernels)
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None, forward_sync_buffers=True,
+                   gradient_as_bucket_view=True)
 
     def import_weights(self, model: DDP, weights: Mapping[str, np.ndarray]) -> None:
         import_weights(model.module, weights)
@@ -125,7 +127,7 @@ class DataParallel:
         model.train()
         model.zero_grad(set_to_none=True)
         train._loss(model(inputs(model.module, x)), y, recipe).backward()
-        grads = {name: p.grad.cpu().numpy().copy() for name, p in model.module.named_parameters()}
+        grads = {name: as_numpy(p.grad) for name, p in model.module.named_parameters()}
         model.zero_grad(set_to_none=True)
         return grads
 
@@ -150,4 +152,4 @@ class DataParallel:
         parts = [torch.empty_like(logits) for _ in range(self.replicas)]
         dist.all_gather(parts, logits.contiguous())
         dist.all_reduce(loss)  # a sum: gloo has no average
-        return loss.item() / self.replicas, widened(torch.cat(parts))
+        return loss.item() / self.replicas, as_numpy(torch.cat(parts))

@@ -57,6 +57,12 @@ def _gradients(strategy: tf.distribute.Strategy, model: ResNet, x, y, recipe: Re
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
 
 
+@tf.function
+def _barrier(strategy: tf.distribute.Strategy):
+    # an all-reduce every worker enters: TensorFlow has no barrier of its own
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1)), axis=None)
+
+
 class DataParallel:
     BN_RUNNING_VAR = train.BN_RUNNING_VAR
     TRAINING_STATE_FILES = train.TRAINING_STATE_FILES
@@ -127,8 +133,8 @@ class DataParallel:
         train.load_training_state(directory, model, optimizer)
 
     def barrier(self) -> None:
-        # an all-reduce every worker enters: TensorFlow has no barrier of its own
-        self.strategy.reduce(tf.distribute.ReduceOp.SUM, self.strategy.run(lambda: tf.constant(1)), axis=None)
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):  # one process needs none
+            _barrier(self.strategy)
 
     def close(self) -> None:
         self.barrier()  # a worker leaving first makes the others report it unhealthy
