@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from typing import ContextManager, Mapping
 
 import numpy as np
@@ -83,6 +84,9 @@ class DataParallel:
             # the processes share the host's cores; more threads than that only contend (as torchrun's OMP_NUM_THREADS=1)
             torch.set_num_threads(max(cpu_cores() // local, 1))
             self.device = torch.device("cpu")
+        # a 1-channel stem kernel's gradient comes back with other (equivalent) strides than its bucket view;
+        # DDP copies it and warns about speed at every step (this process is a replica: the filter is ours to set)
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         dist.init_process_group("nccl" if device == "gpu" else "gloo", init_method=rendezvous or "env://",
                                 rank=rank, world_size=replicas, timeout=TIMEOUT)
 
@@ -95,9 +99,7 @@ class DataParallel:
         if self.sync_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model) if self.device.type == "cuda" else sync_batchnorm(model)
         # rank 0's buffers at every forward: per-replica BN keeps rank 0's running statistics
-        # gradients as views of DDP's buckets: no copy (and no stride warning for a 1-channel stem's kernels)
-        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None, forward_sync_buffers=True,
-                   gradient_as_bucket_view=True)
+        return DDP(model, device_ids=[self.device.index] if self.device.type == "cuda" else None, forward_sync_buffers=True)
 
     def import_weights(self, model: DDP, weights: Mapping[str, np.ndarray]) -> None:
         import_weights(model.module, weights)
