@@ -16,7 +16,6 @@ from functools import partial
 from typing import ContextManager, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -67,7 +66,7 @@ def _gradients(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float
     return nnx.grad(lambda m: train._loss(m, x, y, label_smoothing)[0])(model)
 
 
-def _distributed_environment(replicas: int) -> int:
+def _distributed_environment() -> int:
     """Join a multi-host run when its variables are set (``shared.parallel`` checked them); the process count."""
     if "JAX_COORDINATOR_ADDRESS" not in os.environ:
         return 1
@@ -83,7 +82,7 @@ class DataParallel:
 
     def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None):
         self.replicas, self.sync_bn = replicas, sync_bn
-        processes = _distributed_environment(replicas)
+        processes = _distributed_environment()
         if device == "cpu":
             # N devices on the one CPU: possible only before JAX first runs (this is a fresh process)
             jax.config.update("jax_num_cpu_devices", replicas // processes)
