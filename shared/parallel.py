@@ -140,17 +140,24 @@ def run(name: str, task: Callable[..., Any], *args, devices: int, sync_bn: bool,
     results = context.Queue()
     with tempfile.TemporaryDirectory(prefix="resnet-parity-") as folder:
         rendezvous = f"file://{os.path.join(folder, 'rendezvous')}"  # no port to pick on one host
+        # the task and its arguments (weights, batches) go through a file: Process.start writes what it passes
+        # into a pipe and keeps the reading end open until done, so a child that dies before reading a payload
+        # larger than the pipe's buffer would leave start() blocked for ever
+        work = os.path.join(folder, "task.pickle")
+        with open(work, "wb") as fh:
+            pickle.dump((task, args), fh)
         children = [context.Process(target=_child, args=(results, name, devices, sync_bn, device, rank, rendezvous,
-                                                         task, args)) for rank in range(processes)]
-        for child in children:
-            child.start()
+                                                         work)) for rank in range(processes)]
         try:
+            for child in children:
+                child.start()
             return _collect(results, children, name)
         finally:
             for child in children:
                 if child.is_alive():
                     child.terminate()
-                child.join()
+                if child.pid is not None:  # started
+                    child.join()
 
 
 def _replica(name: str, devices: int, sync_bn: bool, device: str, rank: int, rendezvous: str | None, task, args):
@@ -163,8 +170,10 @@ def _replica(name: str, devices: int, sync_bn: bool, device: str, rank: int, ren
         engine.close()
 
 
-def _child(results, name: str, devices: int, sync_bn: bool, device: str, rank: int, rendezvous: str, task, args) -> None:
+def _child(results, name: str, devices: int, sync_bn: bool, device: str, rank: int, rendezvous: str, work: str) -> None:
     try:
+        with open(work, "rb") as fh:
+            task, args = pickle.load(fh)
         out = _replica(name, devices, sync_bn, device, rank, rendezvous, task, args)
         results.put((rank, True, pickle.dumps(out)))
     except BaseException as exc:  # the parent re-raises it; a traceback here would break the one-line error
