@@ -11,8 +11,9 @@ training bound of ``shared.parity``.
 Deliberate mistakes, each run on a real engine, must fail that check: gradients summed over the replicas
 (a DDP communication hook without the division), the loss of each replica divided by its local batch under
 Keras's summing optimizer, per-replica BN checked against the synchronised reference (and the reverse).
-The default suite runs PyTorch's and one Keras case (about 45 s here); ``-m slow`` runs every framework in
-both BN modes and the other mistakes.
+The default suite runs PyTorch's cases, one Keras case and the bad-input checks (about 45 s on the shared
+2 cores); ``-m slow`` runs every framework in both BN modes, the other mistakes (about 2 minutes) and the
+train command on 2 replicas with --resume (about 2 minutes).
 """
 
 from __future__ import annotations
@@ -205,3 +206,17 @@ def test_shards_are_contiguous_and_cover_the_batch():
     a = np.arange(12)
     assert [parallel.shard(a, r, 3).tolist() for r in range(3)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["torch", "tf", "jax"])
+def test_train_command_on_two_replicas_writes_once_and_resumes(name, tmp_path, capfd):
+    out = tmp_path / "run"
+    common = ["train", "--framework", name, "--devices", "2", "--limit", "64", "--epochs", "2", "--out", str(out)]
+    assert main([*common, "--stop-after", "1"]) == 0
+    assert main([*common, "--resume"]) == 0
+    state = json.loads((out / "state.json").read_text())
+    assert (state["epoch"], state["devices"], state["sync_bn"]) == (2, 2, False)
+    assert not (out / ".staging").exists()
+    # one process printed (the replicas' stderr is this process's file descriptor): one line per epoch
+    assert sum("2 replicas epoch" in line for line in capfd.readouterr().err.splitlines()) == 2
