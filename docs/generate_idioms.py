@@ -137,6 +137,14 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "_forward": {
             "pytorch_impl": "Eager: `predict` calls the model under `torch.no_grad()`.",
         },
+        "with_l2": {
+            "pytorch_impl": "`torch.optim.SGD(weight_decay=...)` adds torch's L2 itself.",
+            "jax_impl": "`optax.add_decayed_weights` chained before the optimizer adds it.",
+        },
+        "_update": {
+            "pytorch_impl": "Eager: `apply_gradients` sets `.grad` and calls `optimizer.step()`.",
+            "tensorflow_impl": "`optimizer.apply_gradients` takes the gradients directly.",
+        },
         "_save": {
             "pytorch_impl": "`torch.save` of the `state_dict`s.",
             "tensorflow_impl": "`model.save_weights` and the optimizer's `save_own_variables`.",

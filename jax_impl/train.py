@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from shared.recipe import SGD, Convention, Recipe, learning_rates
 from shared.weights import BN_STAT_SUFFIXES, widened
 
 from .resnet import ResNet
-from .weights import export_weights, inputs
+from .weights import export_weights, import_weights, inputs
 
 BN_RUNNING_VAR: Convention = "biased"
 TRAINING_STATE_FILES = ("model.msgpack", "optimizer.msgpack")
@@ -75,6 +76,18 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     exported = export_weights(nnx.merge(graphdef, grads, rest))
     return {k: v for k, v in exported.items() if not k.endswith(BN_STAT_SUFFIXES)}
+
+
+@nnx.jit
+def _update(model: ResNet, optimizer: nnx.Optimizer, grads: nnx.State) -> None:
+    optimizer.update(model, grads)
+
+
+def apply_gradients(model: ResNet, optimizer: nnx.Optimizer, grads: Mapping[str, np.ndarray], recipe: Recipe) -> None:
+    """One optimizer step with the given loss gradients (canonical names and layouts); L2 is in the optax chain."""
+    holder = nnx.clone(model)  # a model whose parameters hold the gradients: the weight adapter takes canonical names
+    import_weights(holder, {**export_weights(model), **grads})
+    _update(model, optimizer, nnx.state(holder, nnx.Param))
 
 
 @nnx.jit

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -71,6 +72,15 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     grads = {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
     return grads
+
+
+def apply_gradients(model: ResNet, optimizer: Optimizer, grads: Mapping[str, np.ndarray], recipe: Recipe) -> None:
+    """One optimizer step with the given loss gradients (canonical names and layouts: the state_dict's)."""
+    for name, p in model.named_parameters():
+        p.grad = torch.tensor(np.asarray(grads[name]), dtype=p.dtype, device=p.device)
+    optimizer.optimizer.step()
+    optimizer.scheduler.step()
+    optimizer.optimizer.zero_grad(set_to_none=True)
 
 
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""What a framework package implements: three Protocols, met by three modules of each package.
+"""What a framework package implements: four Protocols, met by four modules of each package.
 
-A fourth framework means a package with these three modules and one row in ``shared.frameworks.FRAMEWORKS``
+A fourth framework means a package with these four modules and one row in ``shared.frameworks.FRAMEWORKS``
 (plus rows in ``shared.checkpoint.FORMATS`` for its own file formats). Everything else in ``shared`` reaches
 a framework only through ``shared.frameworks.load``, ``load_checkpoints`` and ``load_trainer``, typed by
 these Protocols. Arrays cross the seam as numpy, images as NHWC, weights as the canonical dict
@@ -83,6 +83,9 @@ class Trainer(Protocol):
     def gradients(self, model: Model, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
         """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
 
+    def apply_gradients(self, model: Model, optimizer: Optimizer, grads: Mapping[str, np.ndarray], recipe: Recipe) -> None:
+        """One optimizer step with the given loss gradients (``gradients``' form); the recipe's L2 is added as in train_step."""
+
     def predict(self, model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Eval-mode logits of an NHWC array, batch by batch."""
 
@@ -91,6 +94,52 @@ class Trainer(Protocol):
 
     def load_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None:
         """Restore what ``save_training_state`` wrote, strictly."""
+
+
+@runtime_checkable
+class DataParallel(Protocol):
+    """``<package>.parallel.DataParallel``: the Trainer's step on N replicas with the framework's own engine.
+
+    Built once per process, before the framework first runs (it fixes the device count); every member
+    takes and returns what the single-device ones do: whole global batches in, the global loss and
+    logits and the canonical weights out. Each replica normalises its own shard unless ``sync_bn``;
+    BN running statistics are then replica 0's (the rule in all three frameworks).
+    """
+
+    BN_RUNNING_VAR: Convention
+    TRAINING_STATE_FILES: tuple[str, ...]
+
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def sync_bn(self) -> bool: ...
+
+    @property
+    def is_writer(self) -> bool:
+        """The one process that prints and writes checkpoints."""
+
+    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0,
+                 rendezvous: str | None = None) -> None:
+        """Join the run: ``rank`` among the processes (PyTorch), ``rendezvous`` a ``file://`` URL or None
+        for the launch environment's. Too few devices is a ResNetParityError."""
+
+    def numerics(self, dtype: str, device: str = "cpu") -> ContextManager[dict[str, str]]: ...
+    def build_model(self, spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> Model: ...
+    def import_weights(self, model: Model, weights: Mapping[str, np.ndarray]) -> None: ...
+    def export_weights(self, model: Model) -> dict[str, np.ndarray]: ...
+    def make_optimizer(self, model: Model, recipe: Recipe, total_steps: int) -> Optimizer: ...
+    def train_step(self, model: Model, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]: ...
+    def gradients(self, model: Model, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]: ...
+    def predict(self, model: Model, x: np.ndarray, batch_size: int) -> np.ndarray: ...
+    def save_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None: ...
+    def load_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None: ...
+
+    def barrier(self) -> None:
+        """Wait until every process of the run gets here."""
+
+    def close(self) -> None:
+        """Leave the run (the process group, the coordination service)."""
 
 
 def missing_members(module: object, protocol: type) -> list[str]:

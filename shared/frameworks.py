@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .contract import CheckpointBackend, Implementation, Trainer, missing_members
+from .contract import CheckpointBackend, DataParallel, Implementation, Trainer, missing_members
 from .errors import FrameworkUnavailable, ResNetParityError
 
 
@@ -24,14 +24,15 @@ class Framework:
     package: str  # the implementation package
     requires: str  # the distribution it imports, and the extra that installs it
     distributions: tuple[str, ...]  # the packages whose versions a report records
+    replica: str  # what one data-parallel replica is: a "process" (DDP) or a "device" of one process
 
 
 FRAMEWORKS: dict[str, Framework] = {
     f.name: f
     for f in [
-        Framework("torch", "PyTorch", "pytorch_impl", "torch", ("torch",)),
-        Framework("tf", "Keras/TF", "tensorflow_impl", "tensorflow", ("tensorflow", "keras")),
-        Framework("jax", "Flax NNX", "jax_impl", "flax", ("jax", "jaxlib", "flax")),
+        Framework("torch", "PyTorch", "pytorch_impl", "torch", ("torch",), "process"),
+        Framework("tf", "Keras/TF", "tensorflow_impl", "tensorflow", ("tensorflow", "keras"), "device"),
+        Framework("jax", "Flax NNX", "jax_impl", "flax", ("jax", "jaxlib", "flax"), "device"),
     ]
 }
 ALIASES = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf", "flax": "jax"}
@@ -78,7 +79,8 @@ def _load(name: str, submodule: str, protocol: type):
             f"{framework.label} needs the '{framework.requires}' package: pip install 'resnet-parity[{framework.name}]'")
     with quiet_native_stderr():
         module = importlib.import_module(module_name)
-    if missing := missing_members(module, protocol):
+    implementer = getattr(module, protocol.__name__) if protocol is DataParallel else module
+    if missing := missing_members(implementer, protocol):
         raise TypeError(f"{module_name} does not implement {protocol.__name__}: missing {', '.join(missing)}")
     return module
 
@@ -96,6 +98,11 @@ def load_checkpoints(name: str) -> CheckpointBackend:
 def load_trainer(name: str) -> Trainer:
     """A framework's trainer (``pytorch_impl.train``): the training step in its idiom."""
     return _load(name, "train", Trainer)
+
+
+def load_parallel(name: str):
+    """A framework's data-parallel module (``pytorch_impl.parallel``); its ``DataParallel`` is the engine."""
+    return _load(name, "parallel", DataParallel)
 
 
 @contextlib.contextmanager

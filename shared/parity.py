@@ -439,6 +439,13 @@ def format_table(report: ParityReport, per_layer: bool = False) -> str:
         f"rule: {rule['description']}" + ("" if not floor_rule else
                                           f"; floor = the reference's own {report.dtype} error against its float64 run"),
     ]
+    if report.extra.get("devices", 1) > 1:
+        n, source = report.extra["devices"], frameworks.LABELS[report.source]
+        lines.append(f"data parallel: every framework on {n} replicas of its own engine, " + (
+            f"BN synchronised over the global batch; reference: {source} on one device, batch {report.extra['batch']}"
+            if report.extra["sync_bn"] else
+            f"BN per replica, running statistics replica 0's; reference: {source} on one device, each of the {n} "
+            "shards normalised on its own"))
     if report.mode == "train":
         lines.append("BN running variance compared in the reference's convention: "
                      + ", ".join(f"{frameworks.LABELS[n]} {c}" for n, c in report.extra["bn_variance"].items()))

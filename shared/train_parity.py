@@ -18,14 +18,15 @@ from typing import Mapping
 
 import numpy as np
 
-from . import frameworks
+from . import frameworks, parallel
+from .contract import DataParallel
 from .errors import ParityInputError
 from .parity import (
     FrameworkResult, ParityReport, TensorCheck, check_tensors, participants, rule_for, starting_weights, versions,
 )
-from .recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var
+from .recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var, softmax_cross_entropy
 from .spec import ResNetSpec
-from .train import run_steps
+from .train import parts, run_steps
 from .weights import BN_STAT_SUFFIXES, count_parameters
 
 
@@ -58,10 +59,11 @@ class Trace:
 def trace_training(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
     recipe: Recipe, *, dtype: str = "float32", checkpoints: tuple[int, ...] = (1, 5), model=None, optimizer=None,
-    device: str = "cpu",
+    device: str = "cpu", engine: DataParallel | PerShard | None = None,
 ) -> Trace:
-    """Run ``batches`` in one framework and keep the facts a parity check compares (see ``run_steps``)."""
-    impl, trainer = frameworks.load(name), frameworks.load_trainer(name)
+    """Run ``batches`` in one framework and keep the facts a parity check compares (see ``run_steps``;
+    ``engine``: on N replicas, or the one-device per-shard reference)."""
+    impl, trainer = parts(name, engine)
     trace = Trace(name, trainer.BN_RUNNING_VAR)
     with impl.numerics(dtype, device) as trace.settings:
         model = model if model is not None else impl.build_model(spec, dtype=dtype)
@@ -69,7 +71,7 @@ def trace_training(
         x0, y0 = batches[0]
         trace.gradients = trainer.gradients(model, x0, y0, recipe)  # moves BN statistics; run_steps reloads
         trace.running_var = {k: [np.asarray(v)] for k, v in weights.items() if k.endswith(".running_var")}
-        steps = run_steps(name, spec, weights, batches, recipe, dtype=dtype, model=model, optimizer=optimizer)
+        steps = run_steps(name, spec, weights, batches, recipe, dtype=dtype, model=model, optimizer=optimizer, engine=engine)
         for step, (loss, logits, after) in enumerate(steps, start=1):
             trace.losses.append(loss)
             if step == 1:
@@ -80,6 +82,75 @@ def trace_training(
                 trace.params[step] = {k: v for k, v in after.items() if not k.endswith(BN_STAT_SUFFIXES)}
                 trace.running_mean[step] = {k: v for k, v in after.items() if k.endswith(".running_mean")}
     return trace
+
+
+class PerShard:
+    """One device with per-replica BatchNorm: the reference of a data-parallel step without ``sync_bn``.
+
+    Each of ``replicas`` contiguous shards of a global batch runs forward and backward on its own, every one
+    from the same BN statistics; the step applies the mean of the shards' gradients (equal shards: the
+    gradient of the global batch's mean loss) and keeps shard 0's BN statistics (the rule for per-replica
+    BN). Built from ``Trainer.gradients`` and ``apply_gradients`` only, so it shares no code with an engine.
+    Stands in for a ``DataParallel`` in ``trace_training``.
+    """
+
+    def __init__(self, name: str, replicas: int):
+        self.impl, self.trainer, self.replicas = frameworks.load(name), frameworks.load_trainer(name), replicas
+        self.BN_RUNNING_VAR = self.trainer.BN_RUNNING_VAR
+
+    def numerics(self, dtype: str, device: str = "cpu"):
+        return self.impl.numerics(dtype, device)
+
+    def build_model(self, spec: ResNetSpec, *, seed: int = 0, dtype: str = "float32"):
+        return self.impl.build_model(spec, seed=seed, dtype=dtype)
+
+    def import_weights(self, model, weights: Mapping[str, np.ndarray]) -> None:
+        self.impl.import_weights(model, weights)
+
+    def export_weights(self, model) -> dict[str, np.ndarray]:
+        return self.impl.export_weights(model)
+
+    def make_optimizer(self, model, recipe: Recipe, total_steps: int):
+        return self.trainer.make_optimizer(model, recipe, total_steps)
+
+    def gradients(self, model, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
+        """The mean of the shards' loss gradients; the BN statistics become shard 0's."""
+        start = self.impl.export_weights(model)
+        grads, stats = [], {}
+        for r in range(self.replicas):
+            self.impl.import_weights(model, start)  # a train-mode forward moves the BN statistics
+            grads.append(self.trainer.gradients(model, parallel.shard(x, r, self.replicas),
+                                                parallel.shard(y, r, self.replicas), recipe))
+            if r == 0:
+                stats = {k: v for k, v in self.impl.export_weights(model).items() if k.endswith(BN_STAT_SUFFIXES)}
+        self.impl.import_weights(model, {**start, **stats})
+        return {k: sum(g[k] for g in grads) / self.replicas for k in grads[0]}
+
+    def train_step(self, model, optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> tuple[float, np.ndarray]:
+        start = self.impl.export_weights(model)
+        logits = []
+        for r in range(self.replicas):
+            self.impl.import_weights(model, start)
+            logits.append(self.impl.features(model, parallel.shard(x, r, self.replicas), training=True)["fc"])
+        self.impl.import_weights(model, start)
+        self.trainer.apply_gradients(model, optimizer, self.gradients(model, x, y, recipe), recipe)
+        return softmax_cross_entropy(np.concatenate(logits), y, recipe.label_smoothing), np.concatenate(logits)
+
+
+def trace_data_parallel(
+    name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
+    recipe: Recipe, *, devices: int, sync_bn: bool, dtype: str = "float32", checkpoints: tuple[int, ...] = (1, 5),
+    device: str = "cpu",
+) -> Trace:
+    """``trace_training`` on ``devices`` replicas of the framework's own engine, in fresh processes."""
+    return parallel.run(name, _trace_replica, name, spec, weights, batches, recipe, dtype, checkpoints, device,
+                        devices=devices, sync_bn=sync_bn, device=device)
+
+
+def _trace_replica(engine: DataParallel, name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list,
+                   recipe: Recipe, dtype: str, checkpoints: tuple[int, ...], device: str) -> Trace:
+    return trace_training(name, spec, weights, batches, recipe, dtype=dtype, checkpoints=checkpoints, device=device,
+                          engine=engine)
 
 
 def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch: int, size: int) -> dict[str, np.ndarray]:
@@ -127,6 +198,7 @@ def train_parity(
     arch: str | ResNetSpec | None = None, steps: int = 5, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
     weights_format: str | None = None, recipe: Recipe | None = None, source: str = "torch", targets: list[str] | None = None, dtype: str = "float32",
     batch: int = 8, size: int | None = None, seed: int = 0, tolerance: float | None = None, device: str = "cpu",
+    devices: int = 1, sync_bn: bool = False,
 ) -> ParityReport:
     """Train ``steps`` steps in every framework from the same weights and batches; check each against the source.
 
@@ -135,6 +207,10 @@ def train_parity(
     to the preset's, at most 64: at batch 8 every BN then averages >= 32 values per channel (fewer make
     the step chaotic: at 32x32 ResNet-18's last stage is 1x1). ``weights``, ``tolerance`` and ``device``
     as for ``shared.parity.compare``.
+
+    ``devices`` > 1: every framework trains data-parallel on its own engine, global batch ``batch``, and is
+    checked against the source on one device: with ``sync_bn`` on the whole batch, else with each shard
+    normalised on its own (``PerShard``).
     """
     source, names = participants(source, targets)
     spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
@@ -142,32 +218,52 @@ def train_parity(
     if steps < 1 or batch < 2 or size < 1:
         raise ParityInputError(f"steps={steps}, size={size}, batch={batch}: steps and size must be >= 1 and batch >= 2 "
                                "(BatchNorm needs two values per channel)")
+    if devices > 1:
+        for name in names:
+            parallel.check_replicas(name, devices, batch, device)
     recipe = (recipe or PARITY_RECIPE).replace(arch=spec.name)
     batches = random_batches(spec, steps, batch, size, seed + 1, "float64" if dtype == "float64" else "float32")
     checkpoints = tuple(sorted({1, steps}))
     rule = rule_for(dtype, "train", tolerance)
     params, stats = count_parameters(spec)
+    # one device: the frameworks against the source's run; data parallel: all against the source on one device
+    reference = None if devices == 1 or sync_bn else PerShard(source, devices)
     traces, timings = {}, {}
     for name in names:
         start = time.perf_counter()
-        traces[name] = trace_training(name, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints, device=device)
+        if devices == 1:
+            traces[name] = trace_training(name, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+                                          device=device)
+        else:
+            traces[name] = trace_data_parallel(name, spec, initial, batches, recipe, devices=devices, sync_bn=sync_bn,
+                                               dtype=dtype, checkpoints=checkpoints, device=device)
         timings[name] = {"train_s": time.perf_counter() - start}
+    source_trace = traces[source]
+    if devices > 1:
+        source_trace = trace_training(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+                                      device=device, engine=reference)
     truth = None
     if rule["kind"] == "floor":
         start = time.perf_counter()
         wide = [(x.astype(np.float64), y) for x, y in batches]
         initial64 = {k: np.asarray(v, np.float64) for k, v in initial.items()}
-        truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints, device=device)
+        truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints,
+                               device=device, engine=reference)
         timings[source]["truth_s"] = time.perf_counter() - start
+    # per-replica BN: the running variance is each shard's, over the shard's values
+    bn_batch = batch if reference is None else batch // devices
     results = []
     for name in names:
-        checks = check_traces(traces[name], traces[source], truth, rule, spec, batch, size)
+        checks = check_traces(traces[name], source_trace, truth, rule, spec, bn_batch, size)
         counted = count_parameters(spec, {**traces[name].params[checkpoints[0]], **traces[name].running_mean[checkpoints[0]],
                                           **{k: v[0] for k, v in traces[name].running_var.items()}})
-        results.append(FrameworkResult(name, name == source, *counted, counted == (params, stats), checks,
-                                       traces[name].settings["device"], timings=timings[name]))
+        results.append(FrameworkResult(name, name == source and devices == 1, *counted, counted == (params, stats),
+                                       checks, traces[name].settings["device"], timings=timings[name]))
     extra = {"steps": steps, "batch": batch, "size": size, "checkpoints": list(checkpoints), "recipe": recipe.to_dict(),
-             "bn_variance": {n: traces[n].convention for n in names}, "losses": {n: traces[n].losses for n in names}}
+             "bn_variance": {n: traces[n].convention for n in names}, "losses": {n: traces[n].losses for n in names},
+             "devices": devices, "sync_bn": sync_bn}
+    if devices > 1:
+        extra["losses"]["one device"] = source_trace.losses
     if truth is not None:
         extra["losses"]["float64 truth"] = truth.losses
     return ParityReport(

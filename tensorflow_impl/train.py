@@ -18,6 +18,7 @@ BatchNorm keeps the *biased* batch variance in ``moving_variance``.
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 import keras
 import numpy as np
@@ -25,7 +26,7 @@ import tensorflow as tf
 from keras import ops
 
 from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STAT_SUFFIXES, mapped_variables, to_canonical, widened
+from shared.weights import BN_STAT_SUFFIXES, from_canonical, mapped_variables, to_canonical, widened
 
 from .resnet import ResNet
 from .weights import PARAMS, inputs
@@ -103,18 +104,18 @@ def _loss(logits, y, recipe: Recipe):
     return ops.mean(keras.losses.categorical_crossentropy(targets, logits, from_logits=True, label_smoothing=recipe.label_smoothing))
 
 
+def with_l2(grads: list, variables: list, weight_decay: float) -> list:
+    """torch's L2, added to the gradient (Keras's own weight_decay would be decoupled)."""
+    return [g + weight_decay * v for g, v in zip(grads, variables)] if weight_decay else grads
+
+
 @tf.function
 def _train_step(model: ResNet, optimizer: keras.optimizers.Optimizer, x, y, recipe: Recipe):
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
         loss = _loss(logits, y, recipe)
     variables = model.trainable_variables
-    grads = tape.gradient(loss, variables)
-    wd = recipe.optimizer.weight_decay
-    if wd:
-        # torch's L2, added to the gradient; Keras's own weight_decay would be decoupled
-        grads = [g + wd * v for g, v in zip(grads, variables)]
-    optimizer.apply_gradients(zip(grads, variables))
+    optimizer.apply_gradients(zip(with_l2(tape.gradient(loss, variables), variables, recipe.optimizer.weight_decay), variables))
     return loss, logits
 
 
@@ -133,6 +134,15 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
         loss = _loss(model(inputs(model, x), training=True), tf.constant(np.asarray(y), tf.int64), recipe)
     grads = tape.gradient(loss, [var for _, var, _ in mapped])
     return {key: to_canonical(g.numpy(), perm) for (key, _, perm), g in zip(mapped, grads)}
+
+
+def apply_gradients(model: ResNet, optimizer: keras.optimizers.Optimizer, grads: Mapping[str, np.ndarray], recipe: Recipe) -> None:
+    """One optimizer step with the given loss gradients (canonical names and layouts), torch's L2 added."""
+    by_variable = {id(var): from_canonical(np.asarray(grads[key]), perm) for key, var, perm in mapped_variables(model.spec, model, PARAMS)
+                   if not key.endswith(BN_STAT_SUFFIXES)}
+    variables = model.trainable_variables
+    given = [tf.constant(by_variable[id(v)], v.dtype) for v in variables]
+    optimizer.apply_gradients(zip(with_l2(given, variables, recipe.optimizer.weight_decay), variables))
 
 
 @tf.function

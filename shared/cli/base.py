@@ -14,6 +14,7 @@ FLAGS = {
     "force": "--force", "arch": "--arch", "fmt": "--from", "src_format": "--from", "dst_format": "--to",
     "allow_nonfinite": "--allow-nonfinite", "keep_dtype": "--keep-dtype", "verify_output": "--no-verify",
     "limit": "--limit", "steps": "--steps", "resume": "--resume", "lr": "--lr", "size": "--size", "batch": "--batch",
+    "devices": "--devices", "sync_bn": "--sync-bn",
 }
 _KEYWORD = re.compile(r"\b(" + "|".join(FLAGS) + r")=([^\s,;)]*)")
 

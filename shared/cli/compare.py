@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-steps", type=int, default=0, metavar="K",
                         help="instead of eval mode: train K steps from the same weights and batches and check logits, "
                              "gradients, parameters and BN statistics after 1 and K steps")
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help="with --train-steps: every framework trains on N replicas of its own engine (global batch "
+                             "--batch), checked against --source on one device")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="with --devices: BatchNorm over the global batch (reference: one device, the whole batch); "
+                             "default: per replica (reference: one device normalising each shard on its own)")
     parser.add_argument("--tolerance", type=float, nargs="?", const=FIXED_FLOAT32, default=None, metavar="X",
                         help=f"a fixed bound on the pairwise relative error instead of the float64 floor "
                              f"(default X: {FIXED_FLOAT32:.0e}); no float64 run")
@@ -71,11 +77,15 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--junit {junit}: directory {junit.parent} does not exist")
     common = dict(weights=args.weights, weights_format=args.weights_format, source=args.source, targets=args.frameworks,
                   dtype=args.dtype, size=args.size, seed=args.seed, tolerance=args.tolerance, device=args.device)
+    if (args.devices != 1 or args.sync_bn) and not args.train_steps:
+        raise CliError("--devices and --sync-bn check the data-parallel training step; add --train-steps K")
+    if args.sync_bn and args.devices < 2:
+        raise CliError("--sync-bn synchronises BatchNorm across replicas; it needs --devices N with N >= 2")
     if args.train_steps:
         if args.input:
             raise CliError("--input is for eval mode; --train-steps trains on random batches")
         report: ParityReport = train_parity(args.arch, args.train_steps, batch=8 if args.batch is None else args.batch,
-                                            **common)
+                                            devices=args.devices, sync_bn=args.sync_bn, **common)
     else:
         report = compare(args.arch, inputs=args.input, batch=2 if args.batch is None else args.batch, **common)
     report.notes = [flags(note) for note in report.notes]

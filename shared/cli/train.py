@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import frameworks
+from .. import frameworks, parallel
 from ..datasets import list_datasets
 from ..recipe import RECIPES, Recipe, get_recipe
 from ..spec import list_specs
-from ..train import fit, train_all_frameworks
+from ..train import fit, fit_data_parallel, train_all_frameworks
 from .base import EXIT_OK, CliError
 
 
@@ -32,6 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint folder (default: runs/<framework>-<arch>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--stop-after", type=int, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="train data-parallel on N replicas with the framework's own engine: PyTorch DDP (N processes; "
+                             "under torchrun: WORLD_SIZE), Keras MirroredStrategy, a JAX device mesh; on CPU at most one "
+                             "per core (default 1)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="with --devices: BatchNorm statistics over the global batch (default: each replica's own; "
+                             "running statistics are then replica 0's)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                        help="with --devices: the replicas' devices (gpu: NCCL for DDP; not tested here, no GPU)")
     parser.add_argument("--all-frameworks", action="store_true", help="train all installed frameworks in lockstep")
     parser.add_argument("--steps", type=int, default=20, help="steps for --all-frameworks")
     parser.add_argument("--plot", help="PNG of the loss curves for --all-frameworks (default: <out>/loss_curves.png)")
@@ -88,8 +97,9 @@ def plot_losses(report: dict, path: str) -> None:
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.all_frameworks:
-        if args.framework or args.resume:
-            raise CliError("--all-frameworks trains every installed framework; drop --framework and --resume")
+        if args.framework or args.resume or args.devices is not None or args.sync_bn:
+            raise CliError("--all-frameworks trains every installed framework on one device; drop --framework, "
+                           "--resume, --devices and --sync-bn")
         out = args.out or os.path.join("runs", f"all-{recipe.arch}-{recipe.dataset}")
         report = train_all_frameworks(recipe, names=frameworks.installed(), steps=args.steps, seed=args.seed,
                                       data_dir=args.data_dir, limit=args.limit)
@@ -102,9 +112,20 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("choose --framework torch|tf|jax, or --all-frameworks")
     name = frameworks.canonical_name(args.framework)
     out = args.out or os.path.join("runs", f"{name}-{recipe.arch}-{recipe.dataset}")
-    state = fit(name, recipe, data_dir=args.data_dir, out=out, resume=args.resume, seed=args.seed,
-                limit=args.limit, stop_after=args.stop_after)
-    if state["history"]:
+    common = dict(data_dir=args.data_dir, out=out, resume=args.resume, seed=args.seed, limit=args.limit,
+                  stop_after=args.stop_after)
+    launch = parallel.launch_environment(name)  # torchrun's or TF_CONFIG's variables; half set is an error
+    devices = args.devices if args.devices is not None else (launch.processes if launch else 1)
+    if devices == 1 and launch is None:
+        if args.sync_bn:
+            raise CliError("--sync-bn synchronises BatchNorm across replicas; it needs --devices N with N >= 2")
+        if args.device != "cpu":
+            raise CliError("--device gpu is for data-parallel training (--devices N); one device trains on the CPU")
+        state = fit(name, recipe, **common)
+    else:
+        state = fit_data_parallel(name, recipe, devices=devices, sync_bn=args.sync_bn, device=args.device,
+                                  launch=launch, **common)
+    if state and state["history"]:
         last = state["history"][-1]
         print(f"{frameworks.LABELS[name]} {state['arch']}: epoch {state['epoch']}/{recipe.epochs}, "
               f"test accuracy {100 * last['test_accuracy']:.1f}%, checkpoint in {out}")
