@@ -511,7 +511,7 @@ class Staged:
     def commit(self) -> None:
         if not self.path.exists():
             raise CheckpointError(f"{self.dst}: the writer produced no output")
-        _honour_umask(self.path)
+        honour_umask(self.path)
         if self.dst.is_dir() or (self.dst.exists() and self.path.is_dir()):
             # a directory cannot be replaced in one rename: move the old one aside first
             old = self.dst.parent / f".old-{secrets.token_hex(4)}-{self.dst.name}"
@@ -535,7 +535,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _honour_umask(path: Path) -> None:
+def honour_umask(path: Path) -> None:
     """Give what a writer created the permissions the user's umask asks for (some libraries write 0600)."""
     mask = os.umask(0)
     os.umask(mask)

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -22,6 +23,7 @@ from safetensors.numpy import save_file
 from tqdm import tqdm
 
 from . import frameworks, parallel
+from .checkpoint import honour_umask
 from .contract import DataParallel, Implementation, Trainer
 from .datasets import Dataset, iterate_batches, load_dataset
 from .errors import ResNetParityError
@@ -96,6 +98,7 @@ def _save(out: str, impl: Implementation, trainer: Trainer, model, optimizer, st
     save_file(impl.export_weights(model), os.path.join(staging, CANONICAL_FILE))
     with open(os.path.join(staging, STATE_FILE), "w") as fh:
         json.dump(state, fh, indent=2)
+    honour_umask(Path(staging))  # safetensors and some frameworks' writers create 0600 files
     for filename in (*trainer.TRAINING_STATE_FILES, CANONICAL_FILE, STATE_FILE):
         os.replace(os.path.join(staging, filename), os.path.join(out, filename))
     os.rmdir(staging)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import struct
 
@@ -45,6 +46,10 @@ def test_checkpoint_resume_reproduces(name, tmp_path, capsys):
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     check_weights(SMALL_SPEC, a)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {f.name: f.stat().st_mode & 0o777 for f in full.iterdir() if f.is_file()} == {
+        f.name: 0o666 & ~mask for f in full.iterdir() if f.is_file()}  # as the umask says, whatever each writer does
     state = json.loads((full / "state.json").read_text())
     assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
     assert state == {**json.loads((part / "state.json").read_text()), "history": state["history"]}
@@ -67,7 +72,7 @@ def test_resume_refuses_a_different_run(tmp_path, capsys):
     capsys.readouterr()
     assert train("--framework", "torch", *SMALL, "--lr", "0.05", "--out", str(out), "--resume") == 2
     err = capsys.readouterr().err
-    assert "holds a different run" in err and "optimizer" in err
+    assert err.startswith("resnet-parity train: error: --resume: ") and "holds a different run" in err and "optimizer" in err
     assert train("--framework", "tf", *SMALL, "--out", str(out), "--resume") == 2
     assert "framework: saved 'torch', given 'tf'" in capsys.readouterr().err
     assert train("--framework", "torch", *SMALL, "--out", str(tmp_path / "empty"), "--resume") == 2

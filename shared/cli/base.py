@@ -16,7 +16,7 @@ FLAGS = {
     "limit": "--limit", "steps": "--steps", "resume": "--resume", "lr": "--lr", "size": "--size", "batch": "--batch",
     "devices": "--devices", "sync_bn": "--sync-bn",
 }
-_KEYWORD = re.compile(r"\b(" + "|".join(FLAGS) + r")=([^\s,;)]*)")
+_KEYWORD = re.compile(r"\b(" + "|".join(FLAGS) + r")=([^\s,;:)]*)")
 
 
 def flags(text: str) -> str:
