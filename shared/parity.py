@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
@@ -68,7 +68,7 @@ class TensorCheck:
 
     name: str
     error: float  # err(T_d, truth)
-    floor: float | None  # err(S_d, truth); None under a fixed tolerance (no truth run)
+    floor: float | None  # err(S_d, truth), the largest over the reference's runs; None under a fixed tolerance
     limit: float  # what error may reach
     vs_source: float  # err(T_d, S_d): the pairwise error a fixed-threshold check looks at
 
@@ -181,15 +181,20 @@ def rule_for(dtype: str, mode: str, tolerance: float | None) -> dict:
 
 
 def check_tensors(names: list[str], got: Mapping[str, np.ndarray], source: Mapping[str, np.ndarray],
-                  truth: Mapping[str, np.ndarray] | None, rule: dict) -> list[TensorCheck]:
-    """Each named tensor of a target against the reference (``source``, same dtype) and the float64 ``truth``."""
+                  truth: Mapping[str, np.ndarray] | None, rule: dict,
+                  samples: Sequence[Mapping[str, np.ndarray]] = ()) -> list[TensorCheck]:
+    """Each named tensor of a target against the reference (``source``, same dtype) and the float64 ``truth``.
+
+    The floor is the reference's own error; ``samples``, further runs of the reference that compute the same
+    function with other rounding, make it the largest of those errors.
+    """
     checks = []
     for name in names:
         vs_source = _error(got[name], source[name])
         if rule["kind"] == "fixed" or truth is None:
             checks.append(TensorCheck(name, vs_source, None, rule["tolerance"], vs_source))
             continue
-        floor = _error(source[name], truth[name])
+        floor = max(_error(run[name], truth[name]) for run in (source, *samples))
         limit = rule["k"] * floor + rule["atol"]
         checks.append(TensorCheck(name, _error(got[name], truth[name]), floor, limit, vs_source))
     return checks

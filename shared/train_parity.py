@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -173,15 +173,16 @@ def fact_of(name: str) -> str:
     return name.split(" ")[0] if " " in name else name
 
 
-def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, spec: ResNetSpec, batch: int, size: int
-                 ) -> list[TensorCheck]:
+def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, spec: ResNetSpec, batch: int, size: int,
+                 samples: Sequence[Trace] = ()) -> list[TensorCheck]:
     """Every training fact of ``trace`` against the reference's trace and its float64 run (in the reference's
-    BN-variance convention, so a wrong momentum or a missing n/(n-1) still shows)."""
+    BN-variance convention, so a wrong momentum or a missing n/(n-1) still shows); ``samples``: the reference's
+    runs on reordered batches (``reordered_runs``), whose errors the floor takes in."""
     def flat(t: Trace) -> dict[str, np.ndarray]:
         return trace_tensors(t, source.convention, spec, batch, size)
 
     ref = flat(source)
-    return check_tensors(list(ref), flat(trace), ref, None if truth is None else flat(truth), rule)
+    return check_tensors(list(ref), flat(trace), ref, None if truth is None else flat(truth), rule, [flat(t) for t in samples])
 
 
 
@@ -192,6 +193,30 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
         (rng.standard_normal((batch, size, size, spec.in_channels)).astype(dtype), rng.integers(0, spec.num_classes, batch))
         for _ in range(steps)
     ]
+
+
+# One low-precision run is one draw of the dtype's rounding. A training fact that sums many nearly cancelling
+# terms (a BN bias's gradient over batch x H x W values) has an error that varies by orders of magnitude between
+# draws, so one lucky reference run would make an honest target look thousands of times worse. The floor of a
+# training check is therefore the largest error over the reference's run and FLOOR_SAMPLES more on the same
+# batches with their examples in another order: the same function (every fact but the logits is a sum over
+# the batch; the logits are put back in order), summed in another order.
+FLOOR_SAMPLES = 2
+
+
+def reordered_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
+                   batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
+                   checkpoints: tuple[int, ...], device: str, seed: int, count: int = FLOOR_SAMPLES) -> list[Trace]:
+    """``count`` runs of ``source`` on ``batches`` with each batch's examples permuted, logits restored to order."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for _ in range(count):
+        order = rng.permutation(len(batches[0][0]))
+        run = trace_training(source, spec, weights, [(x[order], y[order]) for x, y in batches], recipe, dtype=dtype,
+                             checkpoints=checkpoints, device=device)
+        run.logits = run.logits[np.argsort(order)]
+        runs.append(run)
+    return runs
 
 
 def rounding_note(results: list[FrameworkResult], dtype: str) -> list[str]:
@@ -252,7 +277,7 @@ def train_parity(
     if devices > 1:
         source_trace = trace_training(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
                                       device=device, engine=reference)
-    truth = None
+    truth, samples = None, []
     if rule["kind"] == "floor":
         start = time.perf_counter()
         wide = [(x.astype(np.float64), y) for x, y in batches]
@@ -260,11 +285,16 @@ def train_parity(
         truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints,
                                device=device, engine=reference)
         timings[source]["truth_s"] = time.perf_counter() - start
+        if reference is None:  # per-replica BN: reordering would move examples between shards
+            start = time.perf_counter()
+            samples = reordered_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+                                     device=device, seed=seed)
+            timings[source]["floor_samples_s"] = time.perf_counter() - start
     # per-replica BN: the running variance is each shard's, over the shard's values
     bn_batch = batch if reference is None else batch // devices
     results = []
     for name in names:
-        checks = check_traces(traces[name], source_trace, truth, rule, spec, bn_batch, size)
+        checks = check_traces(traces[name], source_trace, truth, rule, spec, bn_batch, size, samples)
         counted = count_parameters(spec, {**traces[name].params[checkpoints[0]], **traces[name].running_mean[checkpoints[0]],
                                           **{k: v[0] for k, v in traces[name].running_var.items()}})
         results.append(FrameworkResult(name, name == source and devices == 1, *counted, counted == (params, stats),
