@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .contract import CheckpointBackend, Implementation, Trainer, missing_members
+from .contract import Bench, CheckpointBackend, Implementation, Trainer, missing_members
 from .errors import FrameworkUnavailable, ResNetParityError
 
 
@@ -96,6 +96,11 @@ def load_checkpoints(name: str) -> CheckpointBackend:
 def load_trainer(name: str) -> Trainer:
     """A framework's trainer (``pytorch_impl.train``): the training step in its idiom."""
     return _load(name, "train", Trainer)
+
+
+def load_bench(name: str) -> Bench:
+    """A framework's benchmark hooks (``pytorch_impl.bench``): our model and the framework's references, timed alike."""
+    return _load(name, "bench", Bench)
 
 
 @contextlib.contextmanager
