@@ -182,6 +182,10 @@ class ResNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.fc.weight.is_meta:
+            # a model for a checkpoint to fill (checkpoint.empty_model): nothing to draw, and the meta device's
+            # normal_ would import its Python kernels on first use (1 s)
+            return
         # torchvision's init, spelled out so the other frameworks can match it
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
