@@ -31,7 +31,7 @@ from .recipe import get_recipe
 from .spec import DTYPES, get_spec
 
 MODES = ("eval", "train")
-# the training step's optimizer and loss: the embedded recipe's SGD with momentum, L2 and label smoothing none
+# the training step's optimizer and loss: the embedded digits recipe's (SGD, Nesterov momentum, L2)
 RECIPE = "digits"
 
 
@@ -169,11 +169,12 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def bench(
-    arch: str, *, frameworks_: list[str] | None = None, batch: int = 16, size: int | None = None, mode: str = "both",
+    arch: str, *, targets: list[str] | None = None, batch: int = 16, size: int | None = None, mode: str = "both",
     compile: bool = False, dtype: str = "float32", repeats: int = 5, min_round_s: float = 0.5, references: bool = True,
     seed: int = 0,
 ) -> BenchReport:
-    """Time ours and each framework's reference in ``mode`` ("eval", "train" or "both"); see the module docstring.
+    """Time ours and each framework's references in ``mode`` ("eval", "train" or "both") for each framework in
+    ``targets`` (default: all installed); see the module docstring.
 
     ``compile``: torch.compile for PyTorch, XLA (jit_compile=True) for Keras; JAX is always jitted.
     ``min_round_s``: each round repeats a step until it has run at least this long (decided from the warm-up).
@@ -187,7 +188,7 @@ def bench(
         raise BenchInputError(f"dtype={dtype!r}: choose from {', '.join(d for d in DTYPES if d != 'float64')}")
     if batch < 1 or size < 1 or repeats < 1:
         raise BenchInputError(f"batch={batch}, size={size}, repeats={repeats}: each must be positive")
-    names = list(dict.fromkeys(map(frameworks.canonical_name, frameworks_ or frameworks.installed())))
+    names = list(dict.fromkeys(map(frameworks.canonical_name, targets or frameworks.installed())))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, size, size, spec.in_channels)).astype(np.float32)
     y = rng.integers(0, spec.num_classes, batch)
@@ -226,7 +227,6 @@ def bench(
             for _ in range(c.iters):
                 c.step()
             c.times.append((time.perf_counter() - start) / c.iters)
-        # between candidates nothing is kept alive but the models; the steps return their outputs to nobody
 
     ratios = []
     for ours in (c for c in candidates if c.role == "ours"):

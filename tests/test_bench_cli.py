@@ -48,7 +48,7 @@ def test_table_without_reference(capsys):
 
 
 def test_mixed_precision_runs_ours_only():
-    report = bench("resnet20", frameworks_=["torch"], batch=2, size=16, mode="eval", dtype="bfloat16", repeats=1,
+    report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", dtype="bfloat16", repeats=1,
                    min_round_s=0)
     assert [c.role for c in report.candidates] == ["ours"] and "float32 only" in report.notes[0]
 

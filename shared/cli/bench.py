@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.repeats < 1 or (args.size is not None and args.size < 1):
         raise CliError(f"--batch {args.batch}, --size {args.size}, --repeats {args.repeats}: each must be positive")
     names = [frameworks.canonical_name(n) for n in args.frameworks] if args.frameworks else None
-    report = bench(args.arch, frameworks_=names, batch=args.batch, size=args.size, mode=args.mode, compile=args.compile,
+    report = bench(args.arch, targets=names, batch=args.batch, size=args.size, mode=args.mode, compile=args.compile,
                    dtype=args.dtype, repeats=args.repeats, min_round_s=args.min_round, references=not args.no_reference)
     print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else report.table())
     return EXIT_OK
