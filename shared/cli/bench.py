@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "interleaved rounds whose order rotates, so the machine's load falls on all alike. img/s is the median "
         "over rounds, with the slowest and fastest; 'ours / reference' is the median of the per-round speed "
         "ratios (> 1: ours is faster). References: torchvision (or a CIFAR ResNet in its style), keras.applications "
-        "(or its style), the Flax ImageNet example's linen ResNet; those written here live in benchmarks/.")
+        "(or its style), the Flax ImageNet example's linen ResNet; those written here live in benchmarks/. For figures, "
+        "time one framework per process (--frameworks FW): in one process their thread pools compete.")
     parser.add_argument("--arch", required=True, choices=list_specs(), metavar="NAME", help="preset architecture")
     parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset (default: all installed)")
     parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
