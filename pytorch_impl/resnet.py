@@ -54,7 +54,7 @@ def make_stem(spec: ResNetSpec) -> nn.Module:
         last = i == len(convs) - 1
         if i:
             stem.append(norm(spec, cin))
-            stem.append(nn.ReLU())
+            stem.append(nn.ReLU(inplace=True))
         bias = spec.has_bias(not (last and spec.preact), stem=True)
         stem.append(conv(spec, cin, cout, kernel, stride, bias, stem=True))
     return stem[0] if spec.stem != "deep" else nn.Sequential(*stem)
@@ -134,7 +134,10 @@ class Block(nn.Module):
             setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias))
             if not self.preact:
                 setattr(self, f"bn{i}", norm(spec, cout))
-        self.relu = nn.ReLU()
+        # in place, as torchvision: after a conv, BN or the sum, a ReLU reads a tensor nothing else holds and
+        # writes no second copy of the activations. Not in pre-activation blocks, whose first ReLU can read
+        # the block's input itself (when BN is off)
+        self.relu = nn.ReLU(inplace=not spec.preact)
         self.downsample = make_shortcut(spec, plan)
         self.projects = plan.shortcut in PROJECTIONS
 
@@ -170,7 +173,7 @@ class ResNet(nn.Module):
         self.conv1 = make_stem(spec)
         if not spec.preact:
             self.bn1 = norm(spec, spec.stem_width)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=not spec.preact)  # the stem's (fresh), or post_bn's (maybe the last block's output)
         self.maxpool = MaxPool(spec) if spec.stem != "cifar" else nn.Identity()
         for stage in range(1, spec.num_stages + 1):
             blocks = [Block(spec, plan) for plan in spec.blocks() if plan.stage == stage]
@@ -182,6 +185,10 @@ class ResNet(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.fc.weight.is_meta:
+            # a model for a checkpoint to fill (checkpoint.empty_model): nothing to draw, and the meta device's
+            # normal_ would import its Python kernels on first use (1 s)
+            return
         # torchvision's init, spelled out so the other frameworks can match it
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -57,22 +57,29 @@ def as_numpy(tensor: torch.Tensor) -> np.ndarray:
 @contextlib.contextmanager
 def numerics(dtype: str, device: str = "cpu") -> Iterator[dict[str, str]]:
     """Models built inside go to ``device``; an exact comparison's settings hold for the duration only:
-    no TF32 on GPUs, deterministic kernels where they exist. Yields what was set; the caller's settings
-    are restored on exit. (``dtype`` needs nothing more in PyTorch.)"""
+    no TF32 on GPUs, deterministic kernels there. Yields what was set; the caller's settings are restored
+    on exit. (``dtype`` needs nothing more in PyTorch.)"""
     target = torch.device("cuda" if device == "gpu" else device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ParityInputError("device gpu: PyTorch sees no CUDA device here")
+    # the kernels that torch.use_deterministic_algorithms replaces are CUDA's (atomics); on the CPU it would
+    # change nothing here and costs 2 s, the import of torch._inductor it triggers
+    deterministic = target.type == "cuda"
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision(),
              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         with target:
-            yield {"device": str(torch.empty(0).device), "torch.backends.cuda.matmul.allow_tf32": "False",
-                   "torch.backends.cudnn.allow_tf32": "False", "torch.float32_matmul_precision": "highest",
-                   "torch.use_deterministic_algorithms": "True (warn only)"}
+            settings = {"device": str(torch.empty(0).device), "torch.backends.cuda.matmul.allow_tf32": "False",
+                        "torch.backends.cudnn.allow_tf32": "False", "torch.float32_matmul_precision": "highest"}
+            if deterministic:
+                settings["torch.use_deterministic_algorithms"] = "True (warn only)"
+            yield settings
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[0], saved[1]
         torch.set_float32_matmul_precision(saved[2])
-        torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])
+        if deterministic:
+            torch.use_deterministic_algorithms(saved[3], warn_only=saved[4])

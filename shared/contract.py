@@ -2,7 +2,7 @@
 
 A fourth framework means a package with these four modules and one row in ``shared.frameworks.FRAMEWORKS``
 (plus rows in ``shared.checkpoint.FORMATS`` for its own file formats). Everything else in ``shared`` reaches
-a framework only through ``shared.frameworks.load``, ``load_checkpoints`` and ``load_trainer``, typed by
+a framework only through ``shared.frameworks.load``, ``load_checkpoints``, ``load_trainer`` and ``load_bench``, typed by
 these Protocols. Arrays cross the seam as numpy, images as NHWC, weights as the canonical dict
 (``shared.weights``): torchvision's names and layouts.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ContextManager, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, ContextManager, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -140,6 +140,26 @@ class DataParallel(Protocol):
 
     def close(self) -> None:
         """Leave the run (the process group, the coordination service)."""
+
+
+Step = Callable[[], object]  # runs one batch to completion (its outputs fetched to the host)
+
+
+@runtime_checkable
+class Bench(Protocol):
+    """``<package>.bench``: our model and the framework's reference models, each as a step ``shared.bench`` times."""
+
+    def ours(self, spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, compile: bool,
+             dtype: str) -> Step:
+        """Build our model and return its step: ``mode`` "eval" (predict one batch) or "train" (the trainer's step)."""
+
+    def references(self, spec: ResNetSpec, size: int) -> tuple[list[tuple[str, Callable[[], Any]]], list[str]]:
+        """([(label, build)], [why a reference is missing]): the framework's own models for ``spec`` at
+        ``size`` x ``size``, importable here."""
+
+    def reference_step(self, build: Callable[[], Any], spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray,
+                       recipe: Recipe, *, compile: bool) -> Step:
+        """Build a reference (``build()``) and return its step, run as ``ours`` runs ours."""
 
 
 def missing_members(module: object, protocol: type) -> list[str]:

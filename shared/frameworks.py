@@ -13,7 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from .contract import CheckpointBackend, DataParallel, Implementation, Trainer, missing_members
+from .contract import Bench, CheckpointBackend, DataParallel, Implementation, Trainer, missing_members
 from .errors import FrameworkUnavailable, ResNetParityError
 
 
@@ -103,6 +103,11 @@ def load_trainer(name: str) -> Trainer:
 def load_parallel(name: str):
     """A framework's data-parallel module (``pytorch_impl.parallel``); its ``DataParallel`` is the engine."""
     return _load(name, "parallel", DataParallel)
+
+
+def load_bench(name: str) -> Bench:
+    """A framework's benchmark hooks (``pytorch_impl.bench``): our model and the framework's references, timed alike."""
+    return _load(name, "bench", Bench)
 
 
 @contextlib.contextmanager

@@ -66,8 +66,10 @@ def trace_training(
     impl, trainer = parts(name, engine)
     trace = Trace(name, trainer.BN_RUNNING_VAR)
     with impl.numerics(dtype, device) as trace.settings:
-        model = model if model is not None else impl.build_model(spec, dtype=dtype)
-        impl.import_weights(model, weights)
+        if model is None:  # built straight from the weights: no random initialisation to throw away
+            model = frameworks.load_checkpoints(name).model_from_weights(spec, weights, dtype)
+        else:
+            impl.import_weights(model, weights)
         x0, y0 = batches[0]
         trace.gradients = trainer.gradients(model, x0, y0, recipe)  # moves BN statistics; run_steps reloads
         trace.running_var = {k: [np.asarray(v)] for k, v in weights.items() if k.endswith(".running_var")}

@@ -19,8 +19,11 @@ class Conv2d(layers.Conv2D):
 
     def __init__(self, filters: int, kernel_size: int, strides: int = 1, *, pad: str = "symmetric", **kwargs):
         self.pad = pad
-        self.explicit_pad = kernel_size // 2 if pad == "symmetric" else 0
-        padding = "same" if pad == "tf_same" else "valid"
+        # at stride 1 Keras's 'same' pads an odd kernel by k//2 on every side, as PyTorch does: one conv op,
+        # not a pad op and a copy of the activations before it
+        symmetric_same = pad == "symmetric" and strides in (1, (1, 1))
+        self.explicit_pad = kernel_size // 2 if pad == "symmetric" and not symmetric_same else 0
+        padding = "same" if pad == "tf_same" or symmetric_same else "valid"
         super().__init__(filters, kernel_size, strides, padding=padding, **kwargs)
 
     def call(self, x):

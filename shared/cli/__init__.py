@@ -1,7 +1,8 @@
 """``resnet-parity``: ResNets in PyTorch, Keras and Flax that compute the same function.
 
 Compare the three frameworks on one architecture (or on your own checkpoint), convert checkpoints
-between their file formats with a verified result, print layer shapes, and train.
+between their file formats with a verified result, print layer shapes, train, and time our models
+against each framework's reference.
 """
 
 # The command line only parses, prints and sets the exit code; the library in ``shared`` does the work.
@@ -12,7 +13,7 @@ import argparse
 import sys
 
 from ..errors import ResNetParityError
-from . import compare, convert, summary, train
+from . import bench, compare, convert, summary, train
 from .base import EXIT_USAGE, flags
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "summary": (summary, "print each top-level layer's output shape"),
     "convert": (convert, "convert a checkpoint file between formats and verify it"),
     "train": (train, "train a ResNet on a local or embedded dataset"),
+    "bench": (bench, "img/s of our models against each framework's reference model, side by side"),
 }
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,71 @@
+"""``resnet-parity bench``: the report's shape on a tiny run, and bad input as one line with exit code 2.
+
+Speed itself is measured by the command (README "Speed"), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared import frameworks
+from shared.bench import bench
+from shared.cli import main
+from shared.contract import Bench, missing_members
+
+TINY = ("--arch", "resnet20", "--batch", "2", "--size", "16", "--repeats", "1", "--min-round", "0")
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["bench", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("name", frameworks.installed())
+def test_bench_modules_meet_the_contract(name):
+    assert missing_members(frameworks.load_bench(name), Bench) == []
+
+
+def test_json_report(capsys):
+    code, out, err = run(capsys, *TINY, "--frameworks", "torch", "--json")
+    report = json.loads(out)
+    assert code == 0 and err == ""
+    assert (report["arch"], report["batch"], report["size"], report["repeats"]) == ("resnet20", 2, 16, 1)
+    roles = {(c["mode"], c["role"]) for c in report["candidates"]}
+    assert roles == {("eval", "ours"), ("eval", "reference"), ("train", "ours"), ("train", "reference")}
+    for c in report["candidates"]:
+        assert len(c["times"]) == 1 and c["img_s"] > 0 and c["build_s"] >= 0 and c["first_call_s"] > 0
+    assert {(r["framework"], r["mode"]) for r in report["ratios"]} == {("torch", "eval"), ("torch", "train")}
+    assert all(r["low"] <= r["median"] <= r["high"] for r in report["ratios"])
+
+
+def test_table_without_reference(capsys):
+    code, out, err = run(capsys, *TINY, "--frameworks", "torch", "--mode", "eval", "--no-reference")
+    assert code == 0 and err == ""
+    assert "ours" in out and "reference" not in out.split("\n", 1)[1]
+
+
+def test_mixed_precision_runs_ours_only():
+    report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", dtype="bfloat16", repeats=1,
+                   min_round_s=0)
+    assert [c.role for c in report.candidates] == ["ours"] and "float32 only" in report.notes[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--batch", "0"), "--batch 0"),
+    (("--repeats", "0"), "--repeats 0"),
+    (("--frameworks", "mxnet"), "unknown framework 'mxnet'"),
+])
+def test_bad_input_is_one_line(capsys, args, message):
+    code, out, err = run(capsys, "--arch", "resnet20", *args)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_usage_errors_exit_2(capsys):
+    for args in (("--arch", "resnet21"), ("--arch", "resnet20", "--dtype", "float64"), ("--arch", "resnet20", "--mode", "x")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", *args])
+        assert exc.value.code == 2
+    capsys.readouterr()
