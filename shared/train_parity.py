@@ -66,9 +66,10 @@ def trace_training(
     impl, trainer = parts(name, engine)
     trace = Trace(name, trainer.BN_RUNNING_VAR)
     with impl.numerics(dtype, device) as trace.settings:
-        if model is None:  # built straight from the weights: no random initialisation to throw away
+        if model is None and engine is None:  # built straight from the weights: no random initialisation to throw away
             model = frameworks.load_checkpoints(name).model_from_weights(spec, weights, dtype)
-        else:
+        else:  # a data-parallel engine builds its own (wrapped, replicated) model
+            model = impl.build_model(spec, dtype=dtype) if model is None else model
             impl.import_weights(model, weights)
         x0, y0 = batches[0]
         trace.gradients = trainer.gradients(model, x0, y0, recipe)  # moves BN statistics; run_steps reloads

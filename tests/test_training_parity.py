@@ -11,7 +11,9 @@ Configurations, and why:
   that element's gradient then differs outright and BN's backward spreads it. A fixed threshold
   fails such a run; the floor rule passes it only where the reference's own float32 run is as far
   from the float64 truth, which it usually is not, so each float32 configuration keeps a seed
-  without a flip (3 of 6 seeds flipped at 32x32 with constant lr, 0 of 6 at 16x16).
+  without a flip (3 of 6 seeds flipped at 32x32 with constant lr; at 16x16, seeds 0-3 of the SGD
+  configuration: Keras flipped on seed 3, and stock Keras SGD on seed 0, after its stride-1 convs
+  changed to 'same' padding). See the README's "Known limitation".
 - ResNet-18 is checked in float64, at 32x32 batch 8 (and in float32 by the compare command's test).
 - Adam in float32 uses eps=1e-3: its update g / (|g| + eps) turns a gradient rounding error d into
   lr * d / eps where g ~ 0, so at torch's eps=1e-8 single elements of a float32 step differ by up to
@@ -47,7 +49,7 @@ ADAM_F64 = Recipe("adam", "resnet20", "random", Adam(lr=1e-3))  # torch's eps=1e
 
 # (arch, dtype, batch, size, recipe, seed): float32 seeds are ones without a ReLU flip (docstring)
 CONFIGS = {
-    "resnet20-f32-sgd": ("resnet20", "float32", 4, 16, SGD_NESTEROV, 0),
+    "resnet20-f32-sgd": ("resnet20", "float32", 4, 16, SGD_NESTEROV, 1),
     "resnet20-f32-warmup": ("resnet20", "float32", 4, 16, WARMUP, 1),
     "resnet20-f32-adam": ("resnet20", "float32", 4, 16, ADAM_F32, 0),
     "resnet20-f64-sgd": ("resnet20", "float64", 4, 16, SGD_NESTEROV, 0),
