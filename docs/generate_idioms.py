@@ -73,8 +73,12 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
             "tensorflow_impl": "Keras has its own dtype policy (`mixed_bfloat16`): see `policy`.",
         },
         "BatchNorm": {
-            "pytorch_impl": "Under `torch.autocast` BN's statistics and affine parameters stay float32 and only its output is low precision.",
-            "tensorflow_impl": "Under a mixed policy `BatchNormalization` computes in float32 and rounds only its output.",
+            "pytorch_impl": "Under `torch.autocast` BN's statistics and affine parameters stay float32 and only its output is low "
+                            "precision; `nn.BatchNorm2d` already normalises as `(x - mean) * invstd * weight + bias`.",
+        },
+        "BatchNorm.__init__": {
+            "tensorflow_impl": "`BatchNormalization`'s constructor serves: only `call` changes, to the normalisation PyTorch and "
+                               "Flax compute.",
         },
         "policy": {
             "pytorch_impl": "No policy object: `build_model` passes `compute_dtype` to `ResNet`.",

@@ -203,20 +203,25 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
 # draws, so one lucky reference run would make an honest target look thousands of times worse. The floor of a
 # training check is therefore the largest error over the reference's run and FLOOR_SAMPLES more on the same
 # batches with their examples in another order: the same function (every fact but the logits is a sum over
-# the batch; the logits are put back in order), summed in another order.
+# the batch, or over each shard's examples with per-replica BN; the logits are put back in order), summed
+# in another order.
 FLOOR_SAMPLES = 2
 
 
 def reordered_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
                    batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
-                   checkpoints: tuple[int, ...], device: str, seed: int, count: int = FLOOR_SAMPLES) -> list[Trace]:
-    """``count`` runs of ``source`` on ``batches`` with each batch's examples permuted, logits restored to order."""
+                   checkpoints: tuple[int, ...], device: str, seed: int, engine: PerShard | None = None,
+                   count: int = FLOOR_SAMPLES) -> list[Trace]:
+    """``count`` runs of ``source`` on ``batches`` with each batch's examples permuted (within each shard of a
+    per-replica-BN ``engine``, so every shard normalises the same examples), logits restored to order."""
     rng = np.random.default_rng(seed)
+    shards = 1 if engine is None else engine.replicas
+    size = len(batches[0][0]) // shards
     runs = []
     for _ in range(count):
-        order = rng.permutation(len(batches[0][0]))
+        order = np.concatenate([shard * size + rng.permutation(size) for shard in range(shards)])
         run = trace_training(source, spec, weights, [(x[order], y[order]) for x, y in batches], recipe, dtype=dtype,
-                             checkpoints=checkpoints, device=device)
+                             checkpoints=checkpoints, device=device, engine=engine)
         run.logits = run.logits[np.argsort(order)]
         runs.append(run)
     return runs
@@ -288,11 +293,10 @@ def train_parity(
         truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints,
                                device=device, engine=reference)
         timings[source]["truth_s"] = time.perf_counter() - start
-        if reference is None:  # per-replica BN: reordering would move examples between shards
-            start = time.perf_counter()
-            samples = reordered_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
-                                     device=device, seed=seed)
-            timings[source]["floor_samples_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        samples = reordered_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+                                 device=device, seed=seed, engine=reference)
+        timings[source]["floor_samples_s"] = time.perf_counter() - start
     # per-replica BN: the running variance is each shard's, over the shard's values
     bn_batch = batch if reference is None else batch // devices
     results = []

@@ -49,12 +49,36 @@ def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: 
     return Conv2d(cout, kernel, stride, pad=pad, use_bias=bias, kernel_initializer=init, name=name, dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="resnet_parity")
+class BatchNorm(layers.BatchNormalization):
+    """BatchNormalization that normalises as PyTorch and Flax do: ``(x - mean) * (gamma / sqrt(var + eps)) + beta``.
+
+    Keras's TensorFlow backend calls ``tf.nn.batch_normalization``, which computes ``x * inv + (beta - mean * inv)``:
+    where a channel's mean is large against its spread the two terms cancel, and in training gamma's gradient
+    becomes the difference of two large sums, several times further from the float64 truth than PyTorch's
+    (``tests/test_training_parity.py``). Statistics, momentum and the float32 compute under mixed precision are
+    Keras's own.
+    """
+
+    def call(self, inputs, training=None):
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))  # BN in float32 at least, as Keras
+        if training and self.trainable:
+            mean, variance = self._moments(x, None)
+            self.moving_mean.assign(self.moving_mean * self.momentum + ops.cast(mean, self.moving_mean.dtype) * (1 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + ops.cast(variance, self.moving_variance.dtype) * (1 - self.momentum))
+        else:
+            mean, variance = ops.cast(self.moving_mean, x.dtype), ops.cast(self.moving_variance, x.dtype)
+        inv = ops.rsqrt(variance + self.epsilon) * ops.cast(self.gamma, x.dtype)
+        return ops.cast((x - mean) * inv + ops.cast(self.beta, x.dtype), self.compute_dtype)
+
+
 def norm(spec: ResNetSpec, channels: int, *, name: str, dtype) -> layers.Layer:
     del channels  # read off the first batch, as for conv
     if not spec.batch_norm:
         return layers.Identity(name=name, dtype=dtype)
     # Keras momentum is the weight of the old value: 1 - PyTorch's
-    return layers.BatchNormalization(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
+    return BatchNorm(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
 
 
 class Sequential(layers.Layer):
