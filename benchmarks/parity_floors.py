@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from shared.parity import compare
+from shared.parity import UNIT_ROUNDOFF, compare
 from shared.spec import get_spec
 from shared.train_parity import train_parity
 
@@ -75,9 +75,8 @@ def main() -> None:
                   f"smallest floor {min(f for _, f in got):.1e}, worst {worst(report)}, {time.perf_counter() - start:.0f} s",
                   flush=True)
     print("\nsummary: the k every honest tensor needs, for candidate atols (u = the dtype's unit roundoff)")
-    roundoff = {"float32": 2.0**-24, "bfloat16": 2.0**-9, "float16": 2.0**-11}
     for key, runs in found.items():
-        u = roundoff[key.split()[1]]
+        u = UNIT_ROUNDOFF[key.split()[1]]
         every = [p for run in runs for p in run["pairs"]]
         floors = np.array([f for _, f in every])
         cells = ", ".join(f"atol {m:g}u: k {needed_k(every, m * u):.2f}" for m in (0, 0.5, 1, 4, 16))

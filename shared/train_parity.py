@@ -22,7 +22,8 @@ from . import frameworks, parallel
 from .contract import DataParallel
 from .errors import ParityInputError
 from .parity import (
-    FrameworkResult, ParityReport, TensorCheck, check_tensors, participants, rule_for, starting_weights, versions,
+    UNIT_ROUNDOFF, FrameworkResult, ParityReport, TensorCheck, check_tensors, participants, rule_for, starting_weights,
+    versions,
 )
 from .recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var, softmax_cross_entropy
 from .spec import ResNetSpec
@@ -180,7 +181,7 @@ def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, s
                  samples: Sequence[Trace] = ()) -> list[TensorCheck]:
     """Every training fact of ``trace`` against the reference's trace and its float64 run (in the reference's
     BN-variance convention, so a wrong momentum or a missing n/(n-1) still shows); ``samples``: the reference's
-    runs on reordered batches (``reordered_runs``), whose errors the floor takes in."""
+    runs on reordered, re-rounded batches (``floor_runs``), whose errors the floor takes in."""
     def flat(t: Trace) -> dict[str, np.ndarray]:
         return trace_tensors(t, source.convention, spec, batch, size)
 
@@ -198,30 +199,43 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
     ]
 
 
-# One low-precision run is one draw of the dtype's rounding. A training fact that sums many nearly cancelling
-# terms (a BN bias's gradient over batch x H x W values) has an error that varies by orders of magnitude between
-# draws, so one lucky reference run would make an honest target look thousands of times worse. The floor of a
-# training check is therefore the largest error over the reference's run and FLOOR_SAMPLES more on the same
-# batches with their examples in another order: the same function (every fact but the logits is a sum over
-# the batch, or over each shard's examples with per-replica BN; the logits are put back in order), summed
-# in another order.
-FLOOR_SAMPLES = 2
+# One low-precision run is one draw of the dtype's rounding, and two kinds of training fact make one draw a
+# poor measure of it. A fact that sums many nearly cancelling terms (a BN bias's gradient over batch x H x W
+# values) has an error that varies by orders of magnitude between draws. And a gradient is discontinuous at a
+# ReLU kink: a pre-activation within rounding of zero is clipped by one run and not by another, and that
+# element's gradient then differs outright. One lucky reference run would make an honest target look
+# thousands of times worse. The floor of a training check is therefore the largest error over the
+# reference's run and FLOOR_SAMPLES more on the same batches, each with the examples in another order (the
+# same function summed in another order: every fact but the logits is a sum over the batch, or over each
+# shard's examples with per-replica BN; the logits are put back in order) and every input value moved by one
+# rounding unit of the dtype, up or down at random (the same input, rounded another way: it moves every
+# activation by about as much as another framework's rounding does, so a kink within rounding flips in some
+# samples as it does in some frameworks).
+FLOOR_SAMPLES = 4
 
 
-def reordered_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
-                   batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
-                   checkpoints: tuple[int, ...], device: str, seed: int, engine: PerShard | None = None,
-                   count: int = FLOOR_SAMPLES) -> list[Trace]:
+def rounded_otherwise(x: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with every value moved by one to two units in the last place of ``dtype``, up or down at random."""
+    step = 2 * UNIT_ROUNDOFF[dtype] * rng.choice([-1.0, 1.0], size=x.shape)
+    return (x.astype(np.float64) * (1 + step)).astype(x.dtype)
+
+
+def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
+               batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
+               checkpoints: tuple[int, ...], device: str, seed: int, engine: PerShard | None = None,
+               count: int = FLOOR_SAMPLES) -> list[Trace]:
     """``count`` runs of ``source`` on ``batches`` with each batch's examples permuted (within each shard of a
-    per-replica-BN ``engine``, so every shard normalises the same examples), logits restored to order."""
+    per-replica-BN ``engine``, so every shard normalises the same examples) and its values re-rounded
+    (``rounded_otherwise``), logits restored to order."""
     rng = np.random.default_rng(seed)
     shards = 1 if engine is None else engine.replicas
     size = len(batches[0][0]) // shards
     runs = []
     for _ in range(count):
         order = np.concatenate([shard * size + rng.permutation(size) for shard in range(shards)])
-        run = trace_training(source, spec, weights, [(x[order], y[order]) for x, y in batches], recipe, dtype=dtype,
-                             checkpoints=checkpoints, device=device, engine=engine)
+        moved = [(rounded_otherwise(x[order], dtype, rng), y[order]) for x, y in batches]
+        run = trace_training(source, spec, weights, moved, recipe, dtype=dtype, checkpoints=checkpoints, device=device,
+                             engine=engine)
         run.logits = run.logits[np.argsort(order)]
         runs.append(run)
     return runs
@@ -294,7 +308,7 @@ def train_parity(
                                device=device, engine=reference)
         timings[source]["truth_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        samples = reordered_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+        samples = floor_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
                                  device=device, seed=seed, engine=reference)
         timings[source]["floor_samples_s"] = time.perf_counter() - start
     # per-replica BN: the running variance is each shard's, over the shard's values

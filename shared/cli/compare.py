@@ -16,8 +16,9 @@ from .base import EXIT_FAIL, EXIT_OK, CliError, flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    rules = "; ".join(f"{dtype}: k={b['eval'].k:g}, atol={b['eval'].atol:.1e}" for dtype, b in TOLERANCE.items()
-                      if dtype != "float64")
+    rules = "; ".join(f"{dtype}: k={b['eval'].k:g}, atol={b['eval'].atol:.1e}"
+                      + ("" if b["train"] == b["eval"] else f" (training: k={b['train'].k:g}, atol={b['train'].atol:.1e})")
+                      for dtype, b in TOLERANCE.items() if dtype != "float64")
     parser.epilog = (
         "Each framework runs the same weights and inputs in --dtype; the reference (--source) also runs in float64, "
         "the truth. A tensor passes when its error against the truth is at most k times the reference's own error "
