@@ -151,7 +151,8 @@ class Block(nn.Module):
             if i < self.depth:
                 out = self.relu(out)
         if self.relu_after_add:
-            return self.relu(out + identity)
+            out += identity  # in place, as torchvision: the last BN's (or conv's) backward does not read its output
+            return self.relu(out)
         return self.relu(out) + identity  # the TF seed's block: ReLU inside the branch, then add
 
     def forward_preact(self, x: torch.Tensor) -> torch.Tensor:
