@@ -24,8 +24,8 @@ DIRECTIONS = list(itertools.permutations(FRAMEWORKS, 2))
 MATRIX = [name for name in list_specs() if name != "resnet1202"]  # resnet1202: see test_variants
 # The deeper members of a family repeat the blocks of its shallowest member, which runs in both dtypes by
 # default; their own runs (4 minutes of the suite) are slow tests. Their counts are checked in test_spec.
-DEEP = {"resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2", "keras_resnet152v2",
-        "resnet32", "resnet44", "resnet56", "resnet110"}
+DEEP = {"resnet34", "resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2",
+        "keras_resnet152v2", "resnet32", "resnet44", "resnet56", "resnet110"}
 # Other libraries' presets run whole as slow tests. By default, small networks with each of their fields (deep stem,
 # average-pool projection, stage-start shortcuts, no conv bias, the stem's bias, the Flax example's padding) run in
 # every direction instead: tests/test_libraries.py and test_variants.py check the presets against the libraries.
