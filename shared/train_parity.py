@@ -207,8 +207,8 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
 # thousands of times worse. The floor of a training check is therefore the largest error over the
 # reference's run and FLOOR_SAMPLES more on the same batches, each with the examples in another order (the
 # same function summed in another order: every fact but the logits is a sum over the batch, or over each
-# shard's examples with per-replica BN; the logits are put back in order) and every input value moved by one
-# rounding unit of the dtype, up or down at random (the same input, rounded another way: it moves every
+# shard's examples with per-replica BN; the logits are put back in order) and every input value moved up or
+# down by a unit or two in the last place of the dtype (the same input, rounded another way: it moves every
 # activation by about as much as another framework's rounding does, so a kink within rounding flips in some
 # samples as it does in some frameworks).
 FLOOR_SAMPLES = 4
@@ -309,7 +309,7 @@ def train_parity(
         timings[source]["truth_s"] = time.perf_counter() - start
         start = time.perf_counter()
         samples = floor_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
-                                 device=device, seed=seed, engine=reference)
+                             device=device, seed=seed, engine=reference)
         timings[source]["floor_samples_s"] = time.perf_counter() - start
     # per-replica BN: the running variance is each shard's, over the shard's values
     bn_batch = batch if reference is None else batch // devices
