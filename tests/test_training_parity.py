@@ -31,7 +31,7 @@ import torch
 from shared import frameworks
 from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert_running_var, learning_rates
 from shared.spec import get_spec
-from shared.parity import TOLERANCE, rule_for
+from shared.parity import TOLERANCE, Bound, rule_for
 from shared.train_parity import (
     FLOOR_SAMPLES, check_traces, fact_of, floor_runs, random_batches, rounded_otherwise, trace_training, train_parity,
 )
@@ -236,6 +236,20 @@ def test_train_parity_report():
     assert {"logits@1", "gradient fc.weight", "params@2 fc.bias", "running_var@1 bn1.running_var"} <= names
     assert len(report.extra["losses"]["torch"]) == 2 and report.rule["k"] == TOLERANCE["float32"]["train"].k
     assert report.to_dict()["schema_version"] == 1
+
+
+def test_a_float32_failure_is_diagnosed_in_float64(monkeypatch):
+    """Each framework failing a float32 training check is rerun in float64: a mistake fails there too, rounding cannot."""
+    from tensorflow_impl import train as keras_train
+
+    make_optimizer = keras_train.make_optimizer
+    monkeypatch.setattr(keras_train, "make_optimizer",  # a port mistake: twice the learning rate
+                        lambda model, recipe, total: make_optimizer(model, recipe.replace(lr=2 * recipe.optimizer.lr), total))
+    monkeypatch.setitem(TOLERANCE["float32"], "train", Bound(1.0, 0.0))  # no further than the reference: none meets it
+    report = train_parity("resnet20", 2, batch=4, size=16)
+    assert [r.passed for r in report.results] == [True, False, False]
+    keras, flax = (next(n for n in report.notes if n.startswith(label)) for label in ("Keras", "Flax"))
+    assert "still differs from the truth" in keras and "agree with the truth" in flax, report.notes
 
 
 def test_floor_samples_reorder_and_round_the_input_otherwise():
