@@ -241,8 +241,8 @@ def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
     return runs
 
 
-def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weights: dict[str, np.ndarray],
-                      batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, truth: Trace, *,
+def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weights64: dict[str, np.ndarray],
+                      batches64: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, truth: Trace, *,
                       checkpoints: tuple[int, ...], device: str, batch: int, size: int) -> list[str]:
     """A note per framework that failed a low-precision check: do the tensors it failed match the truth in float64?
 
@@ -251,14 +251,13 @@ def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weig
     stays as it is (a mistake in one dtype only, such as a statistic kept in bfloat16, passes in float64).
     """
     rule = rule_for("float64", "train", None)
-    wide = [(x.astype(np.float64), y) for x, y in batches]
     notes = []
     for result in results:
         failed = {c.name for c in result.checks if not c.passed}
         if result.reference or not failed:
             continue
-        trace = trace_training(result.framework, spec, weights, wide, recipe, dtype="float64", checkpoints=checkpoints,
-                               device=device)
+        trace = trace_training(result.framework, spec, weights64, batches64, recipe, dtype="float64",
+                               checkpoints=checkpoints, device=device)
         worst = max((c for c in check_traces(trace, truth, None, rule, spec, batch, size) if c.name in failed),
                     key=lambda c: c.error)
         label = frameworks.LABELS[result.framework]
@@ -344,8 +343,7 @@ def train_parity(
         results.append(FrameworkResult(name, name == source and devices == 1, *counted, counted == (params, stats),
                                        checks, traces[name].settings["device"], timings=timings[name]))
     if truth is not None and devices == 1 and not all(r.passed for r in results):
-        initial64 = {k: np.asarray(v, np.float64) for k, v in initial.items()}
-        notes = notes + float64_diagnosis(results, spec, initial64, batches, recipe, truth, checkpoints=checkpoints,
+        notes = notes + float64_diagnosis(results, spec, initial64, wide, recipe, truth, checkpoints=checkpoints,
                                           device=device, batch=bn_batch, size=size)
     extra = {"steps": steps, "batch": batch, "size": size, "checkpoints": list(checkpoints), "recipe": recipe.to_dict(),
              "bn_variance": {n: traces[n].convention for n in names}, "losses": {n: traces[n].losses for n in names},
