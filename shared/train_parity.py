@@ -285,7 +285,8 @@ def train_parity(
     running statistics after step 1 and after step ``steps``, each tensor on its own. ``size`` defaults
     to the preset's, at most 64: at batch 8 every BN then averages >= 32 values per channel (fewer make
     the step chaotic: at 32x32 ResNet-18's last stage is 1x1). ``weights``, ``tolerance`` and ``device``
-    as for ``shared.parity.compare``.
+    as for ``shared.parity.compare``. A framework that fails a low-precision check is rerun in float64
+    (``float64_diagnosis``), and a note says whether the tensors it failed then match the truth.
 
     ``devices`` > 1: every framework trains data-parallel on its own engine, global batch ``batch``, and is
     checked against the source on one device: with ``sync_bn`` on the whole batch, else with each shard
