@@ -82,11 +82,9 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         },
         "policy": {
             "pytorch_impl": "No policy object: `build_model` passes `compute_dtype` to `ResNet`.",
-            "jax_impl": "`Policy`, near the top, plays this part; `build_model` builds it.",
         },
         "ResNet.reset_parameters": {
             "tensorflow_impl": "Initialisers are arguments of each layer (`kernel_initializer=`), applied when Keras creates the variables.",
-            "jax_impl": "Initialisers are arguments of each module (`kernel_init=`), applied when NNX creates the parameters.",
         },
         "ResNet.get_config": {
             "pytorch_impl": "PyTorch saves tensors (a `state_dict`); the model is rebuilt from the spec.",

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
@@ -223,6 +224,32 @@ class ResNet(nnx.Module):
             **policy._asdict(), rngs=rngs,
         )
 
+    def reset_parameters(self, seed: int) -> None:
+        """The constructor's initialisation (torchvision's), drawn on the host from ``seed``.
+
+        Drawn with JAX op by op, as the constructor draws, each new kernel shape compiles its own XLA program:
+        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model
+        (benchmarks/flax_startup.py --random).
+        """
+        rng = np.random.default_rng(seed)
+
+        def put(variable: nnx.Variable, value: np.ndarray) -> None:
+            # cast on the host (a cast on the device compiles per shape); a new array, as an nnx.eval_shape model has none
+            variable.value = jax.device_put(np.asarray(value, variable.dtype))
+
+        for _, module in nnx.iter_graph(self):
+            if isinstance(module, nnx.Conv):
+                *window, _, cout = module.kernel.shape  # He normal over fan-out
+                put(module.kernel, rng.standard_normal(module.kernel.shape, np.float32) * np.sqrt(2 / (math.prod(window) * cout)))
+                if module.bias is not None:
+                    put(module.bias, np.zeros(module.bias.shape))
+            elif isinstance(module, BatchNorm):
+                for variable, value in ((module.scale, 1), (module.bias, 0), (module.mean, 0), (module.var, 1)):
+                    put(variable, np.full(variable.shape, value))
+        bound = 1 / math.sqrt(self.spec.final_width)  # U(-b, b), as nn.Linear
+        for variable in (self.fc.kernel, self.fc.bias):
+            put(variable, rng.uniform(-bound, bound, variable.shape))
+
     def forward_features(self, x: jax.Array) -> dict[str, jax.Array]:
         """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
         feats = {}
@@ -244,14 +271,23 @@ class ResNet(nnx.Module):
         return self.forward_features(x)["fc"]
 
 
-def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
-    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits.
+def policy(dtype: str) -> Policy:
+    """The Policy for a dtype name: bfloat16/float16 are mixed precision over float32 parameters.
 
-    ``dtype`` "bfloat16" or "float16" is mixed precision: that compute dtype over float32 parameters.
     float64 needs 64-bit JAX, a process-wide switch this package leaves to its caller:
     build and run the model inside ``with jax.enable_x64(True):`` (or set ``jax_enable_x64``).
     """
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("a float64 Flax model needs 64-bit JAX: build and run it inside `with jax.enable_x64(True):`")
-    policy = Policy(jnp.dtype(dtype), jnp.dtype("float32" if dtype in MIXED_PRECISION else dtype))
-    return ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), policy=policy)
+    return Policy(jnp.dtype(dtype), jnp.dtype("float32" if dtype in MIXED_PRECISION else dtype))
+
+
+def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
+    """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits; ``dtype`` as in ``policy``.
+
+    The structure comes from ``nnx.eval_shape`` (nothing drawn or compiled) and the values from
+    ``reset_parameters``: the constructor's distributions, not its draws.
+    """
+    model = nnx.eval_shape(lambda: ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), policy=policy(dtype)))
+    model.reset_parameters(seed)
+    return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from shared.errors import SpecError
@@ -81,6 +82,50 @@ def test_torchvision_state_dict_keys(impls):
     assert tuple(state["layer4.2.bn3.running_var"].shape) == (2048,)
     assert tuple(state["fc.weight"].shape) == (1000, 2048)
     assert "layer1.0.conv1.bias" not in state
+
+
+def same_distribution(ours: np.ndarray, theirs: np.ndarray) -> bool:
+    """Two draws of one initialisation: the same constants, or means and spreads within 6 standard errors."""
+    if np.ptp(theirs) == 0:
+        return np.array_equal(ours, theirs)
+    n = min(ours.size, theirs.size)
+    std = theirs.std()  # a sample std's relative standard error is 1/sqrt(2n); a difference of two, 1/sqrt(n)
+    return abs(ours.mean() - theirs.mean()) < 6 * std * np.sqrt(2 / n) and abs(ours.std() / std - 1) < 6 / np.sqrt(n)
+
+
+def torchvision_resnet18_init() -> dict[str, np.ndarray]:
+    from tests.torchvision_shim import install_torchvision_shim
+
+    install_torchvision_shim()
+    import torchvision
+
+    return {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items() if "num_batches" not in k}
+
+
+def check_initialisation(name: str, ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> None:
+    assert ours.keys() == theirs.keys()
+    wrong = [k for k in theirs if not same_distribution(ours[k], theirs[k])]
+    assert not wrong, f"{name}: {wrong}"
+
+
+def test_initialisation_is_torchvisions(impls):
+    """Every framework's build_model initialises each tensor as torchvision's own resnet18 does."""
+    theirs = torchvision_resnet18_init()
+    for name, impl in impls.items():
+        check_initialisation(name, impl.export_weights(impl.build_model("resnet18", seed=1)), theirs)
+    # the check sees He normal over fan-in, 1/sqrt(2) of fan-out's where a conv doubles the channels
+    cout, cin, kh, kw = theirs["layer2.0.conv1.weight"].shape
+    fan_in = np.random.default_rng(0).normal(0, np.sqrt(2 / (cin * kh * kw)), (cout, cin, kh, kw))
+    assert not same_distribution(fan_in, theirs["layer2.0.conv1.weight"])
+
+
+@pytest.mark.slow
+def test_flax_constructor_initialises_as_build_model(impls):
+    """``ResNet(spec, rngs=...)`` draws op by op with JAX what build_model draws on the host (6 s: a compile per shape)."""
+    from flax import nnx
+
+    model = impls["jax"].resnet.ResNet(get_spec("resnet18"), rngs=nnx.Rngs(1))
+    check_initialisation("jax constructor", impls["jax"].export_weights(model), torchvision_resnet18_init())
 
 
 def test_v15_puts_the_stride_on_the_3x3(impls):
