@@ -43,14 +43,14 @@ def inputs(model: ResNet, x: np.ndarray) -> jax.Array:
     return jnp.asarray(np.asarray(x), dtype=model.policy.param_dtype)
 
 
-@nnx.jit
+@nnx.jit(graph=False)  # tree mode, as train._forward
 def _forward_features(model: ResNet, x: jax.Array) -> dict[str, jax.Array]:
     return model.forward_features(x)
 
 
 def features(model: ResNet, x: np.ndarray, *, training: bool = False) -> dict[str, np.ndarray]:
     """The stem's, every block's, the pooled and the logits' outputs for an NHWC numpy batch (compiled once per shape)."""
-    model.train() if training else model.eval()
+    model.train(graph=False) if training else model.eval(graph=False)
     return {k: widened(np.asarray(v)) for k, v in _forward_features(model, inputs(model, x)).items()}
 
 
