@@ -43,7 +43,7 @@ def _replica_losses(model: ResNet, params: nnx.State, x: jax.Array, y: jax.Array
     return jax.vmap(one)(x, y)
 
 
-@partial(nnx.jit, static_argnames="label_smoothing")
+@partial(nnx.jit, static_argnames="label_smoothing", graph=False)  # tree mode, as in jax_impl.train
 def _per_replica_step(model: ResNet, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array, label_smoothing: float):
     def loss(params):
         losses, (logits, stats) = _replica_losses(model, params, x, y, label_smoothing)
@@ -55,13 +55,13 @@ def _per_replica_step(model: ResNet, optimizer: nnx.Optimizer, x: jax.Array, y: 
     return value, logits.reshape(-1, logits.shape[-1])
 
 
-@partial(nnx.jit, static_argnames="label_smoothing")
+@partial(nnx.jit, static_argnames="label_smoothing", graph=False)  # tree mode, as in jax_impl.train
 def _per_replica_gradients(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float) -> nnx.State:
     return jax.grad(lambda params: _replica_losses(model, params, x, y, label_smoothing)[0].mean())(
         nnx.state(model, nnx.Param))
 
 
-@partial(nnx.jit, static_argnames="label_smoothing")
+@partial(nnx.jit, static_argnames="label_smoothing", graph=False)  # tree mode, as in jax_impl.train
 def _gradients(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float) -> nnx.State:
     return nnx.grad(lambda m: train._loss(m, x, y, label_smoothing)[0])(model)
 
@@ -116,7 +116,7 @@ class DataParallel:
     def train_step(self, model: ResNet, optimizer: nnx.Optimizer, x: np.ndarray, y: np.ndarray, recipe: Recipe
                    ) -> tuple[float, np.ndarray]:
         """One step on the global batch, each device its contiguous shard; the global loss and logits."""
-        model.train()
+        model.train(graph=False)
         if self.sync_bn:
             loss, logits = train._train_step(model, optimizer, *self._batch(model, x, y), recipe.label_smoothing)
         else:
@@ -125,7 +125,7 @@ class DataParallel:
 
     def gradients(self, model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
         """The global batch's loss gradient on the mesh, canonical names and layouts (no weight decay)."""
-        model.train()
+        model.train(graph=False)
         if self.sync_bn:
             grads = _gradients(model, *self._batch(model, x, y), recipe.label_smoothing)
         else:

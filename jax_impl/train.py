@@ -3,7 +3,8 @@
 optax already computes the recipe's (torch's) updates: ``optax.sgd`` keeps the buffer ``v = m * v + g``
 and ``optax.adam`` adds eps after the bias correction. torch's L2 ``weight_decay`` is
 ``optax.add_decayed_weights`` chained *before* the optimizer (after it, it would be decoupled).
-BatchNorm keeps the *biased* batch variance in ``var``.
+BatchNorm keeps the *biased* batch variance in ``var``. Transforms and mode switches run in NNX's tree mode
+(``graph=False``): the ResNet shares no modules, so no call walks the module graph (3-4 ms a call at resnet20).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _loss(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float) -> 
     return optax.softmax_cross_entropy(logits, targets).mean(), logits
 
 
-@partial(nnx.jit, static_argnames="label_smoothing", graph=False)  # tree mode, as _forward
+@partial(nnx.jit, static_argnames="label_smoothing", graph=False)
 def _train_step(model: ResNet, optimizer: nnx.Optimizer, x: jax.Array, y: jax.Array, label_smoothing: float):
     (loss, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, x, y, label_smoothing)
     optimizer.update(model, grads)
@@ -70,7 +71,7 @@ def train_step(model: ResNet, optimizer: nnx.Optimizer, x: np.ndarray, y: np.nda
 
 def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
     """The loss gradient of every parameter in train mode, canonical names and layouts (no weight decay)."""
-    model.train()
+    model.train(graph=False)
     grads = nnx.grad(lambda m: _loss(m, inputs(model, x), jnp.asarray(np.asarray(y)), recipe.label_smoothing)[0])(model)
     # a model whose parameters hold the gradients: the weight adapter then gives canonical names and layouts
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
@@ -78,7 +79,7 @@ def gradients(model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> di
     return {k: v for k, v in exported.items() if not k.endswith(BN_STAT_SUFFIXES)}
 
 
-@nnx.jit
+@nnx.jit(graph=False)
 def _update(model: ResNet, optimizer: nnx.Optimizer, grads: nnx.State) -> None:
     optimizer.update(model, grads)
 
@@ -90,7 +91,7 @@ def apply_gradients(model: ResNet, optimizer: nnx.Optimizer, grads: Mapping[str,
     _update(model, optimizer, nnx.state(holder, nnx.Param))
 
 
-@nnx.jit(graph=False)  # tree mode (the ResNet shares no modules): no graph walk per call, 3 ms less at resnet20
+@nnx.jit(graph=False)
 def _forward(model: ResNet, x: jax.Array) -> jax.Array:
     return model(x)
 

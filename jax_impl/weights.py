@@ -43,7 +43,7 @@ def inputs(model: ResNet, x: np.ndarray) -> jax.Array:
     return jnp.asarray(np.asarray(x), dtype=model.policy.param_dtype)
 
 
-@nnx.jit(graph=False)  # tree mode, as train._forward
+@nnx.jit(graph=False)  # tree mode, as in jax_impl.train
 def _forward_features(model: ResNet, x: jax.Array) -> dict[str, jax.Array]:
     return model.forward_features(x)
 
