@@ -25,6 +25,11 @@ def _library(name: str):
 
 
 @pytest.fixture(scope="session")
+def torchvision():
+    return _library("torchvision")
+
+
+@pytest.fixture(scope="session")
 def timm():
     return _library("timm")
 

@@ -93,12 +93,7 @@ def same_distribution(ours: np.ndarray, theirs: np.ndarray) -> bool:
     return abs(ours.mean() - theirs.mean()) < 6 * std * np.sqrt(2 / n) and abs(ours.std() / std - 1) < 6 / np.sqrt(n)
 
 
-def torchvision_resnet18_init() -> dict[str, np.ndarray]:
-    from tests.torchvision_shim import install_torchvision_shim
-
-    install_torchvision_shim()
-    import torchvision
-
+def resnet18_init(torchvision) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in torchvision.models.resnet18().state_dict().items() if "num_batches" not in k}
 
 
@@ -108,9 +103,9 @@ def check_initialisation(name: str, ours: dict[str, np.ndarray], theirs: dict[st
     assert not wrong, f"{name}: {wrong}"
 
 
-def test_initialisation_is_torchvisions(impls):
+def test_initialisation_is_torchvisions(impls, torchvision):
     """Every framework's build_model initialises each tensor as torchvision's own resnet18 does."""
-    theirs = torchvision_resnet18_init()
+    theirs = resnet18_init(torchvision)
     for name, impl in impls.items():
         check_initialisation(name, impl.export_weights(impl.build_model("resnet18", seed=1)), theirs)
     # the check sees He normal over fan-in, 1/sqrt(2) of fan-out's where a conv doubles the channels
@@ -120,12 +115,12 @@ def test_initialisation_is_torchvisions(impls):
 
 
 @pytest.mark.slow
-def test_flax_constructor_initialises_as_build_model(impls):
+def test_flax_constructor_initialises_as_build_model(impls, torchvision):
     """``ResNet(spec, rngs=...)`` draws op by op with JAX what build_model draws on the host (6 s: a compile per shape)."""
     from flax import nnx
 
     model = impls["jax"].resnet.ResNet(get_spec("resnet18"), rngs=nnx.Rngs(1))
-    check_initialisation("jax constructor", impls["jax"].export_weights(model), torchvision_resnet18_init())
+    check_initialisation("jax constructor", impls["jax"].export_weights(model), resnet18_init(torchvision))
 
 
 def test_v15_puts_the_stride_on_the_3x3(impls):
