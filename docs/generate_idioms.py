@@ -83,6 +83,10 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "policy": {
             "pytorch_impl": "No policy object: `build_model` passes `compute_dtype` to `ResNet`.",
         },
+        "empty_model": {
+            "pytorch_impl": "`checkpoint.empty_model` builds on the meta device, where `reset_parameters` draws nothing.",
+            "tensorflow_impl": "`checkpoint.model_from_weights` creates each variable with its value: no empty model.",
+        },
         "ResNet.reset_parameters": {
             "tensorflow_impl": "Initialisers are arguments of each layer (`kernel_initializer=`), applied when Keras creates the variables.",
         },

@@ -30,7 +30,7 @@ from shared.libraries import flax_linen
 from shared.spec import ResNetSpec
 from shared.weights import WeightMismatchError, canonical_layers, from_canonical
 
-from .resnet import ResNet, policy
+from .resnet import ResNet, empty_model
 from .weights import PARAMS, export_weights, import_weights
 
 
@@ -120,11 +120,6 @@ def _leaves(tree, keys: tuple[str, ...], path: Path):
     if not isinstance(tree, (np.ndarray, jax.Array)) or len(keys) < 2:
         raise CheckpointError(f"{path}: {'/'.join(keys) or 'the top level'} is a {type(tree).__name__}, not an array")
     yield keys, np.asarray(tree)
-
-
-def empty_model(spec: ResNetSpec, dtype: str = "float32") -> ResNet:
-    """The model's structure with placeholder variables (nnx.eval_shape: no random init, nothing compiled)."""
-    return nnx.eval_shape(lambda: ResNet(spec, rngs=nnx.Rngs(0), policy=policy(dtype)))
 
 
 def state_dict(weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, leaf=np.asarray, consume: bool = False) -> dict:

@@ -228,8 +228,7 @@ class ResNet(nnx.Module):
         """The constructor's initialisation (torchvision's), drawn on the host from ``seed``.
 
         Drawn with JAX op by op, as the constructor draws, each new kernel shape compiles its own XLA program:
-        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model
-        (benchmarks/flax_startup.py --random).
+        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model (README, "Start-up").
         """
         rng = np.random.default_rng(seed)
 
@@ -282,12 +281,17 @@ def policy(dtype: str) -> Policy:
     return Policy(jnp.dtype(dtype), jnp.dtype("float32" if dtype in MIXED_PRECISION else dtype))
 
 
+def empty_model(spec_or_name: ResNetSpec | str, dtype: str = "float32") -> ResNet:
+    """The model's structure with placeholder variables, for values to fill (nnx.eval_shape: nothing drawn or compiled)."""
+    return nnx.eval_shape(lambda: ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(0), policy=policy(dtype)))
+
+
 def build_model(spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> ResNet:
     """A ResNet for ``spec_or_name``, initialised from ``seed``; input NHWC, output logits; ``dtype`` as in ``policy``.
 
-    The structure comes from ``nnx.eval_shape`` (nothing drawn or compiled) and the values from
-    ``reset_parameters``: the constructor's distributions, not its draws.
+    The structure is ``empty_model``'s and the values ``reset_parameters``': the constructor's distributions,
+    not its draws.
     """
-    model = nnx.eval_shape(lambda: ResNet(get_spec(spec_or_name), rngs=nnx.Rngs(seed), policy=policy(dtype)))
+    model = empty_model(spec_or_name, dtype)
     model.reset_parameters(seed)
     return model
