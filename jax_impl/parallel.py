@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from shared.errors import ResNetParityError
+from shared.parallel import TIMEOUT_S
 from shared.recipe import Recipe
 from shared.spec import ResNetSpec
 from shared.weights import BN_STAT_SUFFIXES, widened
@@ -66,13 +67,15 @@ def _gradients(model: ResNet, x: jax.Array, y: jax.Array, label_smoothing: float
     return nnx.grad(lambda m: train._loss(m, x, y, label_smoothing)[0])(model)
 
 
-def _distributed_environment() -> int:
-    """Join a multi-host run when its variables are set (``shared.parallel`` checked them); the process count."""
+def _distributed_environment(timeout: float) -> int:
+    """Join a multi-host run when its variables are set (``shared.parallel`` checked them); the process count.
+    ``timeout`` bounds joining and, as the heartbeat timeout, how long a silent process counts as alive."""
     if "JAX_COORDINATOR_ADDRESS" not in os.environ:
         return 1
     processes = int(os.environ["JAX_NUM_PROCESSES"])
     jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num_processes=processes,
-                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+                               process_id=int(os.environ["JAX_PROCESS_ID"]), initialization_timeout=int(timeout),
+                               heartbeat_timeout_seconds=int(timeout))
     return processes
 
 
@@ -80,9 +83,10 @@ class DataParallel:
     BN_RUNNING_VAR = train.BN_RUNNING_VAR
     TRAINING_STATE_FILES = train.TRAINING_STATE_FILES
 
-    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None):
+    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None,
+                 timeout: float = TIMEOUT_S):
         self.replicas, self.sync_bn = replicas, sync_bn
-        processes = _distributed_environment()
+        processes = _distributed_environment(timeout)
         if device == "cpu":
             # N devices on the one CPU: possible only before JAX first runs (this is a fresh process)
             jax.config.update("jax_num_cpu_devices", replicas // processes)
@@ -121,7 +125,8 @@ class DataParallel:
             loss, logits = train._train_step(model, optimizer, *self._batch(model, x, y), recipe.label_smoothing)
         else:
             loss, logits = _per_replica_step(model, optimizer, *self._batch(model, x, y), recipe.label_smoothing)
-        return float(loss), widened(np.asarray(logits))
+        # every process holds the rows of its own devices: the whole batch's logits are gathered from all of them
+        return float(loss), widened(multihost_utils.process_allgather(logits, tiled=True))
 
     def gradients(self, model: ResNet, x: np.ndarray, y: np.ndarray, recipe: Recipe) -> dict[str, np.ndarray]:
         """The global batch's loss gradient on the mesh, canonical names and layouts (no weight decay)."""
@@ -151,6 +156,12 @@ class DataParallel:
 
     def close(self) -> None:
         self.barrier()
+
+    def lost(self, exc: BaseException) -> str | None:
+        # a collective whose peer died fails in the runtime (gloo's "Connection reset by peer" on CPU)
+        if isinstance(exc, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
+            return str(exc).strip().splitlines()[0]
+        return None
 
     def _replicate(self, node: nnx.Object) -> None:
         """Every array of the model or the optimizer on every device of the mesh."""

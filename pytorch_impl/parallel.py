@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import warnings
 from typing import ContextManager, Mapping
 
@@ -21,17 +22,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from shared.errors import ResNetParityError
-from shared.parallel import cpu_cores, shard
+from shared.parallel import TIMEOUT_S, cpu_cores, shard
 from shared.recipe import Recipe
 from shared.spec import ResNetSpec
 
 from . import train
 from .resnet import build_model
 from .weights import as_numpy, export_weights, import_weights, inputs, numerics
-
-# A process waiting longer than this in a collective fails instead of hanging for torch's default 30 minutes.
-TIMEOUT = datetime.timedelta(minutes=5)
-
 
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the global batch, for CPU: ``nn.SyncBatchNorm`` runs only on GPUs (its kernels,
@@ -71,7 +68,8 @@ class DataParallel:
     BN_RUNNING_VAR = train.BN_RUNNING_VAR
     TRAINING_STATE_FILES = train.TRAINING_STATE_FILES
 
-    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None):
+    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None,
+                 timeout: float = TIMEOUT_S):
         self.replicas, self.sync_bn, self.rank, self.is_writer = replicas, sync_bn, rank, rank == 0
         local_rank = int(os.environ.get("LOCAL_RANK", rank))
         local = int(os.environ.get("LOCAL_WORLD_SIZE", replicas))
@@ -87,8 +85,9 @@ class DataParallel:
         # a 1-channel stem kernel's gradient comes back with other (equivalent) strides than its bucket view;
         # DDP copies it and warns about speed at every step (this process is a replica: the filter is ours to set)
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        # the process-group timeout bounds joining (the store) and every collective (torch's default: 30 minutes)
         dist.init_process_group("nccl" if device == "gpu" else "gloo", init_method=rendezvous or "env://",
-                                rank=rank, world_size=replicas, timeout=TIMEOUT)
+                                rank=rank, world_size=replicas, timeout=datetime.timedelta(seconds=timeout))
 
     def numerics(self, dtype: str, device: str = "cpu") -> ContextManager[dict[str, str]]:
         return numerics(dtype, device)
@@ -148,6 +147,13 @@ class DataParallel:
 
     def close(self) -> None:
         dist.destroy_process_group()
+
+    def lost(self, exc: BaseException) -> str | None:
+        # gloo reports a peer that died (its connection closed) or a collective past the timeout as a RuntimeError
+        # naming its source file; NCCL's and the store's errors are DistError
+        if isinstance(exc, dist.DistError) or (type(exc) is RuntimeError and "/gloo/" in str(exc)):
+            return re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()).split(". ")[0].splitlines()[0]
+        return None
 
     def _whole_batch(self, loss: torch.Tensor, logits: torch.Tensor) -> tuple[float, np.ndarray]:
         """Every shard's logits and the mean loss, for the progress bar and the parity check (not the update)."""

@@ -120,9 +120,10 @@ class DataParallel(Protocol):
         """The one process that prints and writes checkpoints."""
 
     def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0,
-                 rendezvous: str | None = None) -> None:
+                 rendezvous: str | None = None, timeout: float = 300.0) -> None:
         """Join the run: ``rank`` among the processes (PyTorch), ``rendezvous`` a ``file://`` URL or None
-        for the launch environment's. Too few devices is a ResNetParityError."""
+        for the launch environment's; ``timeout``: seconds to wait for the other processes, joining and in a
+        collective (``shared.parallel.TIMEOUT_S``). Too few devices is a ResNetParityError."""
 
     def numerics(self, dtype: str, device: str = "cpu") -> ContextManager[dict[str, str]]: ...
     def build_model(self, spec_or_name: ResNetSpec | str, *, seed: int = 0, dtype: str = "float32") -> Model: ...
@@ -139,7 +140,11 @@ class DataParallel(Protocol):
         """Wait until every process of the run gets here."""
 
     def close(self) -> None:
-        """Leave the run (the process group, the coordination service)."""
+        """Leave the run (the process group, the coordination service) once the task is done."""
+
+    def lost(self, exc: BaseException) -> str | None:
+        """One line of what the engine reported, if ``exc`` is its word that another process of the run died or
+        stopped answering (a collective broke off or timed out); None for any other error."""
 
 
 Step = Callable[[], object]  # runs one batch to completion (its outputs fetched to the host)

@@ -38,3 +38,8 @@ class ParityInputError(ResNetParityError, ValueError):
 
 class FrameworkUnavailable(ResNetParityError, ModuleNotFoundError):
     """A framework the caller asked for is not installed."""
+
+
+class ReplicaLost(ResNetParityError):
+    """A data-parallel run stopped because another of its processes died or stopped answering (what the engine
+    reported, in one line); the run's last checkpoint is whole, and resuming continues from it."""

@@ -278,7 +278,7 @@ def train_parity(
     weights_format: str | None = None, recipe: Recipe | None = None, source: str = "torch", targets: list[str] | None = None, dtype: str = "float32",
     batch: int = 8, size: int | None = None, seed: int = 0, tolerance: float | None = None, device: str = "cpu",
     devices: int = 1, sync_bn: bool = False,
-) -> ParityReport:
+) -> ParityReport | None:
     """Train ``steps`` steps in every framework from the same weights and batches; check each against the source.
 
     The facts: the first step's train-mode logits, the initial gradients, and the parameters and BN
@@ -290,7 +290,8 @@ def train_parity(
 
     ``devices`` > 1: every framework trains data-parallel on its own engine, global batch ``batch``, and is
     checked against the source on one device: with ``sync_bn`` on the whole batch, else with each shard
-    normalised on its own (``PerShard``).
+    normalised on its own (``PerShard``). Under a multi-process launch (``shared.parallel.run``) only process 0
+    returns the report; the other processes return None.
     """
     source, names = participants(source, targets)
     spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
@@ -317,6 +318,8 @@ def train_parity(
         else:
             traces[name] = trace_data_parallel(name, spec, initial, batches, recipe, devices=devices, sync_bn=sync_bn,
                                                dtype=dtype, checkpoints=checkpoints, device=device)
+            if traces[name] is None:  # a process of a multi-process launch that does not write: process 0 reports
+                return None
         timings[name] = {"train_s": time.perf_counter() - start}
     source_trace = traces[source]
     if devices > 1:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.errors import ResNetParityError
-from shared.parallel import shard
+from shared.parallel import TIMEOUT_S, shard
 from shared.recipe import Recipe
 from shared.spec import ResNetSpec, get_spec
 from shared.weights import BN_STAT_SUFFIXES, canonical_layers, mapped_variables, resolve, to_canonical, widened
@@ -57,6 +57,10 @@ def _gradients(strategy: tf.distribute.Strategy, model: ResNet, x, y, recipe: Re
     return [strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in grads]
 
 
+# what TensorFlow's collectives raise when a worker is lost
+LOST = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError, tf.errors.AbortedError)
+
+
 @tf.function
 def _barrier(strategy: tf.distribute.Strategy):
     # an all-reduce every worker enters: TensorFlow has no barrier of its own
@@ -67,11 +71,14 @@ class DataParallel:
     BN_RUNNING_VAR = train.BN_RUNNING_VAR
     TRAINING_STATE_FILES = train.TRAINING_STATE_FILES
 
-    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None):
+    def __init__(self, replicas: int, *, sync_bn: bool, device: str = "cpu", rank: int = 0, rendezvous: str | None = None,
+                 timeout: float = TIMEOUT_S):
         self.replicas, self.sync_bn = replicas, sync_bn
         if "TF_CONFIG" in os.environ:
             # several hosts: TF_CONFIG's workers, each with its local devices (its GPUs, or one CPU)
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            # a collective waiting longer than the timeout for a worker fails (TensorFlow's default: for ever)
+            options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
             self.is_writer = self.strategy.cluster_resolver.task_id == 0
         else:
             if device == "cpu":
@@ -138,6 +145,13 @@ class DataParallel:
 
     def close(self) -> None:
         self.barrier()  # a worker leaving first makes the others report it unhealthy
+
+    def lost(self, exc: BaseException) -> str | None:
+        # a collective aborted because a worker's connection broke or the coordination service missed its heartbeats
+        if isinstance(exc, LOST) and isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
+            return next((line for line in lines if line.startswith("Collective ops is aborted by")), lines[0])
+        return None
 
     def _shards(self, model: ResNet, x: np.ndarray, y: np.ndarray):
         """Replica r's contiguous rows of the global batch (the replica ids are global across workers)."""

@@ -14,7 +14,8 @@ FLAGS = {
     "force": "--force", "arch": "--arch", "fmt": "--from", "src_format": "--from", "dst_format": "--to",
     "allow_nonfinite": "--allow-nonfinite", "keep_dtype": "--keep-dtype", "verify_output": "--no-verify",
     "limit": "--limit", "steps": "--steps", "resume": "--resume", "lr": "--lr", "size": "--size", "batch": "--batch",
-    "devices": "--devices", "sync_bn": "--sync-bn",
+    "devices": "--devices", "sync_bn": "--sync-bn", "out": "--out", "save_every": "--save-every",
+    "timeout": "--timeout",
 }
 _KEYWORD = re.compile(r"\b(" + "|".join(FLAGS) + r")=([^\s,;:)]*)")
 

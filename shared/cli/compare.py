@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("--input is for eval mode; --train-steps trains on random batches")
         report: ParityReport = train_parity(args.arch, args.train_steps, batch=8 if args.batch is None else args.batch,
                                             devices=args.devices, sync_bn=args.sync_bn, **common)
+        if report is None:  # another process of a multi-process launch: process 0 reports
+            return EXIT_OK
     else:
         report = compare(args.arch, inputs=args.input, batch=2 if args.batch is None else args.batch, **common)
     report.notes = [flags(note) for note in report.notes]

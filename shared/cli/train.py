@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 
 from .. import frameworks, parallel
 from ..datasets import list_datasets
 from ..recipe import RECIPES, Recipe, get_recipe
 from ..spec import list_specs
-from ..train import fit, fit_data_parallel, train_all_frameworks
-from .base import EXIT_OK, CliError
+from ..errors import ReplicaLost
+from ..train import STATE_FILE, fit, fit_data_parallel, train_all_frameworks
+from .base import EXIT_FAIL, EXIT_OK, CliError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N training and N test images")
     parser.add_argument("--out", help="checkpoint folder (default: runs/<framework>-<arch>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in an --out that holds another run or other files (this tool's files there are replaced)")
+    parser.add_argument("--save-every", type=int, metavar="STEPS",
+                        help="also checkpoint every STEPS steps, not only at the end of each epoch (--resume continues "
+                             "from the last one)")
     parser.add_argument("--stop-after", type=int, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
     parser.add_argument("--devices", type=int, metavar="N",
                         help="train data-parallel on N replicas with the framework's own engine: PyTorch DDP (N processes; "
@@ -41,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "running statistics are then replica 0's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
                         help="with --devices: the replicas' devices (gpu: NCCL for DDP; not tested here, no GPU)")
+    parser.add_argument("--timeout", type=float, default=parallel.TIMEOUT_S, metavar="SECONDS",
+                        help="with --devices: how long a process waits for the others (joining, and in each collective) "
+                             f"before the run stops with an error (default {parallel.TIMEOUT_S:g})")
     parser.add_argument("--all-frameworks", action="store_true", help="train all installed frameworks in lockstep")
     parser.add_argument("--steps", type=int, default=20, help="steps for --all-frameworks")
     parser.add_argument("--plot", help="PNG of the loss curves for --all-frameworks (default: <out>/loss_curves.png)")
@@ -94,12 +105,33 @@ def plot_losses(report: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _terminated(signum: int, frame) -> None:
+    raise ReplicaLost(f"stopped by {signal.Signals(signum).name} (a launcher such as torchrun stops every process of "
+                      "a run when one of them fails)")
+
+
+def broken_off(exc: ReplicaLost, out: str, *, launched: bool) -> int:
+    """One line for a data-parallel run that lost a process, saying how to go on; exit code 1."""
+    if os.path.isfile(os.path.join(out, STATE_FILE)):
+        hint = f"the checkpoint in {out} is whole: the same command with --resume continues from it"
+    else:
+        hint = "no checkpoint was written yet: run the same command again"
+    print(f"resnet-parity train: error: {exc}; {hint}", file=sys.stderr)
+    if launched:
+        # the engines' exit handlers would wait for the processes that are gone (jax.distributed's shutdown
+        # barrier, until its heartbeat timeout and then an abort): this process is done, it leaves now
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAIL)
+    return EXIT_FAIL
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.all_frameworks:
-        if args.framework or args.resume or args.devices is not None or args.sync_bn:
-            raise CliError("--all-frameworks trains every installed framework on one device; drop --framework, "
-                           "--resume, --devices and --sync-bn")
+        if args.framework or args.resume or args.force or args.save_every or args.devices is not None or args.sync_bn:
+            raise CliError("--all-frameworks trains every installed framework on one device and writes no checkpoint; "
+                           "drop --framework, --resume, --force, --save-every, --devices and --sync-bn")
         out = args.out or os.path.join("runs", f"all-{recipe.arch}-{recipe.dataset}")
         report = train_all_frameworks(recipe, names=frameworks.installed(), steps=args.steps, seed=args.seed,
                                       data_dir=args.data_dir, limit=args.limit)
@@ -112,9 +144,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("choose --framework torch|tf|jax, or --all-frameworks")
     name = frameworks.canonical_name(args.framework)
     out = args.out or os.path.join("runs", f"{name}-{recipe.arch}-{recipe.dataset}")
-    common = dict(data_dir=args.data_dir, out=out, resume=args.resume, seed=args.seed, limit=args.limit,
-                  stop_after=args.stop_after)
-    launch = parallel.launch_environment(name)  # torchrun's or TF_CONFIG's variables; half set is an error
+    common = dict(data_dir=args.data_dir, out=out, resume=args.resume, force=args.force, seed=args.seed,
+                  limit=args.limit, stop_after=args.stop_after, save_every=args.save_every)
+    launch = parallel.launch_environment(name)  # torchrun's, TF_CONFIG or the JAX_* variables; half set is an error
     devices = args.devices if args.devices is not None else (launch.processes if launch else 1)
     if devices == 1 and launch is None:
         if args.sync_bn:
@@ -123,8 +155,15 @@ def run(args: argparse.Namespace) -> int:
             raise CliError("--device gpu is for data-parallel training (--devices N); one device trains on the CPU")
         state = fit(name, recipe, **common)
     else:
-        state = fit_data_parallel(name, recipe, devices=devices, sync_bn=args.sync_bn, device=args.device,
-                                  launch=launch, **common)
+        if launch is not None:
+            signal.signal(signal.SIGTERM, _terminated)
+        try:
+            state = fit_data_parallel(name, recipe, devices=devices, sync_bn=args.sync_bn, device=args.device,
+                                      timeout=args.timeout, **common)
+        except ReplicaLost as exc:
+            if args.debug:
+                raise
+            return broken_off(exc, out, launched=launch is not None)
     if state and state["history"]:
         last = state["history"][-1]
         print(f"{frameworks.LABELS[name]} {state['arch']}: epoch {state['epoch']}/{recipe.epochs}, "
