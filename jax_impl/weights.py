@@ -59,7 +59,7 @@ def numerics(dtype: str, device: str = "cpu") -> Iterator[dict[str, str]]:
     """Arrays inside go to ``device``; an exact comparison's settings hold for the duration only: matmuls and
     convs at full precision (no TF32 or bfloat16 passes on GPUs), 64-bit JAX when ``dtype`` is float64."""
     try:
-        target = jax.devices(device)[0]
+        target = jax.local_devices(backend=device)[0]  # this process's: under jax.distributed devices()[0] is process 0's
     except RuntimeError as exc:
         raise ParityInputError(f"device {device}: JAX sees no {device.upper()} device here") from exc
     x64 = dtype == "float64" or jax.config.jax_enable_x64

@@ -84,7 +84,8 @@ def test_two_processes_step_matches_one_device(name, dtype, sync_bn, tmp_path):
     out = hosts[0].out()
     report = json.loads(out[out.index("{\n"):])
     assert codes == [0, 0] and report["passed"], "\n".join(h.output() for h in hosts)
-    assert (report["devices"], report["sync_bn"], report["dtype"]) == (2, sync_bn, dtype)
+    assert (report["extra"]["devices"], report["extra"]["sync_bn"], report["dtype"]) == (2, sync_bn, dtype)
+    assert [r["framework"] for r in report["results"]] == [name]
     if dtype == "float64":
         assert report["rule"]["tolerance"] == rule_for("float64", "train", None)["tolerance"]
     assert "{" not in hosts[1].out()  # process 1 reports nothing
@@ -93,9 +94,12 @@ def test_two_processes_step_matches_one_device(name, dtype, sync_bn, tmp_path):
 # --------------------------------------------------------------------------- a process killed mid-epoch
 
 
+STEPS_PER_EPOCH = 8
+
+
 def killed_run_argv(out: str) -> list[str]:
-    # 256 digits in global batches of 16: 16 steps an epoch, two epochs, a checkpoint every 3 steps
-    return ["--arch", "resnet20", "--image-size", "8", "--limit", "256", "--batch-size", "16", "--epochs", "2",
+    # 128 digits in global batches of 16: 8 steps an epoch, two epochs, a checkpoint every 3 steps
+    return ["--arch", "resnet20", "--image-size", "8", "--limit", "128", "--batch-size", "16", "--epochs", "2",
             "--devices", "2", "--save-every", "3", "--out", out]
 
 
@@ -111,7 +115,7 @@ def test_killed_process_costs_only_the_steps_since_the_checkpoint(name, victim, 
 
     folder = tmp_path / "broken"
     hosts = multihost.start(name, [*train, *killed_run_argv("run")], folder)
-    multihost.wait_for(lambda: saved_step(folder / "run") >= 6, LIMIT_S, hosts, "the checkpoint at step 6")
+    multihost.wait_for(lambda: saved_step(folder / "run") >= 3, LIMIT_S, hosts, "the checkpoint at step 3")
     os.kill(hosts[victim].trainer_pid(), signal.SIGKILL)
     killed = time.monotonic()
     codes = multihost.wait(hosts, LIMIT_S)
@@ -143,7 +147,7 @@ def saved_step(out) -> int:
         state = json.loads((out / "state.json").read_text())
     except (OSError, ValueError):
         return 0
-    return state["epoch"] * 16 + state["step"]
+    return state["epoch"] * STEPS_PER_EPOCH + state["step"]
 
 
 # --------------------------------------------------------------------------- launches refused before anything starts
