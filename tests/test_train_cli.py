@@ -16,6 +16,7 @@ from shared import frameworks
 from shared.cli import main
 from shared.recipe import RECIPES, SGD, Adam, Schedule, get_recipe
 from shared.spec import get_spec
+from shared import train as shared_train
 from shared.train import fit
 from shared.weights import check_weights
 
@@ -30,17 +31,34 @@ def train(*args: str) -> int:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_checkpoint_resume_reproduces(name, tmp_path, capsys):
+def test_checkpoint_resume_reproduces(name, tmp_path, capsys, monkeypatch):
     full, part = tmp_path / "full", tmp_path / "part"
     assert train("--framework", name, *SMALL, "--out", str(full)) == 0
     err = capsys.readouterr().err
     assert re.search(r"epoch 2/2: loss \d\.\d{4} acc +\d+\.\d% [\d,]+ img/s \| test loss \d\.\d{4} acc", err), err
 
+    # stopped after epoch 1, resumed with a checkpoint every 2 steps and killed (here: an exception) at the fifth
+    # step, resumed again from the checkpoint at step 4 (epoch 2, step 1): the uninterrupted run, bit for bit
     assert train("--framework", name, *SMALL, "--out", str(part), "--stop-after", "1") == 0
     assert json.loads((part / "state.json").read_text())["epoch"] == 1
+    trainer = frameworks.load_trainer(name)
+    step, calls = trainer.train_step, []
+
+    def dies_at_step_5(*args):
+        calls.append(1)
+        if len(calls) == 2:  # steps 4 and 5 of this run
+            raise KeyboardInterrupt
+        return step(*args)
+
+    monkeypatch.setattr(trainer, "train_step", dies_at_step_5)
+    assert train("--framework", name, *SMALL, "--out", str(part), "--resume", "--save-every", "2") == 130
+    monkeypatch.undo()
+    saved = json.loads((part / "state.json").read_text())
+    assert (saved["epoch"], saved["step"], len(saved["history"])) == (1, 1, 1)
     assert train("--framework", name, *SMALL, "--out", str(part), "--resume") == 0
 
-    # interrupted and resumed == uninterrupted, bit for bit: optimizer state, schedule and data order restored
+    # interrupted and resumed == uninterrupted, bit for bit: optimizer state, schedule, data order and the epoch's
+    # running totals restored
     a, b = load_file(str(full / "model.safetensors")), load_file(str(part / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
@@ -77,6 +95,81 @@ def test_resume_refuses_a_different_run(tmp_path, capsys):
     assert "framework: saved 'torch', given 'tf'" in capsys.readouterr().err
     assert train("--framework", "torch", *SMALL, "--out", str(tmp_path / "empty"), "--resume") == 2
     assert "state.json is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("devices", [[], ["--devices", "2"]], ids=["one-device", "data-parallel"])
+def test_out_is_never_overwritten_without_resume_or_force(devices, tmp_path, capsys):
+    out = tmp_path / "mydir"
+    out.mkdir()
+    victim = out / "model.pth"  # someone's resnet18, say
+    victim.write_bytes(os.urandom(1000))
+    before = victim.read_bytes()
+    small = ["--framework", "torch", *SMALL, "--epochs", "1", *devices]
+    assert train(*small, "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"resnet-parity train: error: --out {out} holds files this run did not write (model.pth); choose "
+                   "another folder or pass --force to replace them")
+    assert victim.read_bytes() == before and os.listdir(out) == ["model.pth"]
+    assert train(*small, "--out", str(out), "--resume") == 2
+    assert "state.json is missing" in capsys.readouterr().err
+    assert victim.read_bytes() == before
+    if devices:
+        return  # refused before any process starts; what follows is the same on one device
+
+    # a finished run: running it again without --resume refuses and leaves every file as it was
+    run = tmp_path / "run"
+    assert train(*small, "--out", str(run)) == 0
+    files = {f.name: f.read_bytes() for f in run.iterdir()}
+    capsys.readouterr()
+    assert train(*small, "--out", str(run)) == 2
+    assert capsys.readouterr().err.strip() == (f"resnet-parity train: error: --out {run} holds a training run; pass "
+                                                "--resume to continue it or --force to start over")
+    assert {f.name: f.read_bytes() for f in run.iterdir()} == files
+    assert train(*small, "--out", str(run), "--resume", "--force") == 2
+    assert "pass one of them" in capsys.readouterr().err
+    assert train(*small, "--out", str(victim)) == 2
+    assert "not a directory" in capsys.readouterr().err and victim.read_bytes() == before
+
+    # --force starts over: this tool's files are replaced, other files stay
+    (out / "notes.txt").write_text("mine")
+    assert train(*small, "--out", str(out), "--force") == 0
+    assert (out / "notes.txt").read_text() == "mine" and victim.read_bytes() != before
+    assert json.loads((out / "state.json").read_text())["epoch"] == 1
+
+
+def test_a_checkpoint_cut_off_while_moving_is_completed(tmp_path, monkeypatch):
+    """A writer killed between moving one checkpoint file and the next leaves the whole set in .ready; the next
+    run on the folder finishes the moves before reading, so no file of the set comes from another save."""
+    trainer = frameworks.load_trainer("torch")
+    impl = frameworks.load("torch")
+    recipe = get_recipe("digits", arch="resnet20", image_size=16, batch_size=32, epochs=2)
+    model = impl.build_model(SMALL_SPEC, seed=0)
+    optimizer = trainer.make_optimizer(model, recipe, 6)
+    out = tmp_path / "run"
+    out.mkdir()
+    run = {"framework": "torch", "seed": 0, "limit": 96, "devices": 1, "sync_bn": False}
+    first = {**run, "recipe": recipe.to_dict(), "epoch": 1, "step": 0, "history": []}
+    shared_train._save(str(out), impl, trainer, model, optimizer, first)
+    old = {f.name: f.read_bytes() for f in out.iterdir()}
+    trainer.train_step(model, optimizer, np.zeros((32, 16, 16, 1), np.float32), np.zeros(32, int), recipe)
+    replace, moved = os.replace, []
+
+    def killed_after_one(src, dst):
+        if moved:
+            raise KeyboardInterrupt  # SIGKILL, as far as this folder can tell
+        moved.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        shared_train._save(str(out), impl, trainer, model, optimizer, {**first, "step": 1})
+    monkeypatch.undo()
+    assert json.loads((out / "state.json").read_text())["step"] == 0  # the old state, beside one new file
+    assert (out / ".ready").is_dir()
+    shared_train.open_run(str(out), "torch", run, recipe, resume=True, force=False)
+    assert not (out / ".ready").exists() and json.loads((out / "state.json").read_text())["step"] == 1
+    new = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert new.keys() == old.keys() and all(new[k] != old[k] for k in new)  # every file from the second save
 
 
 def test_usage_errors(tmp_path, capsys):
