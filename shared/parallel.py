@@ -15,6 +15,7 @@ the same way in all three frameworks and every example is seen once per epoch ac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -172,6 +173,7 @@ def roll_call(launch: Launch, devices: int, timeout: float = TIMEOUT_S) -> None:
 
 def _host_roll_call(port: int, hello: dict, where: str, deadline: float, timeout: float) -> None:
     joined: dict[int, tuple[socket.socket, dict]] = {}
+    answer: str | None = "process 0 stopped before the run started"
     try:
         try:
             server = socket.create_server(("", port))  # SO_REUSEADDR: the engine binds the port next
@@ -191,25 +193,28 @@ def _host_roll_call(port: int, hello: dict, where: str, deadline: float, timeout
                 if theirs is None or not isinstance(theirs.get("rank"), int):
                     conn.close()
                 elif theirs["rank"] in joined or theirs["rank"] == 0:
-                    _send(conn, {"error": f"process {theirs['rank']} has joined {where} already: two processes claim "
-                                          "that rank"})
+                    _send(conn, {"error": f"another process {theirs['rank']} has joined {where} already: two "
+                                          "processes claim that rank"})
                     conn.close()
                 else:
                     joined[theirs["rank"]] = (conn, theirs)
         disagree = [f"process {r} has {h['processes']} processes and {h['devices']} devices"
                     for r, (_, h) in sorted(joined.items()) if (h["processes"], h["devices"]) != (hello["processes"],
                                                                                                  hello["devices"])]
-        error = (f"the processes disagree: process 0 has {hello['processes']} processes and {hello['devices']} "
-                 f"devices, {'; '.join(disagree)}") if disagree else None
-        for conn, _ in joined.values():
-            _send(conn, {"error": error})
-        for conn, _ in joined.values():
-            _receive(conn, deadline)  # its close: the one who closes first keeps TIME_WAIT, and it must not be here
+        if disagree:
+            raise ResNetParityError(f"the processes disagree: process 0 has {hello['processes']} processes and "
+                                    f"{hello['devices']} devices, {'; '.join(disagree)}")
+        answer = None
+    except ResNetParityError as exc:
+        answer = str(exc)
+        raise
     finally:
         for conn, _ in joined.values():
+            with contextlib.suppress(OSError):
+                _send(conn, {"error": answer})  # what stops process 0 stops the others
+        for conn, _ in joined.values():
+            _receive(conn, deadline)  # its close: the one who closes first keeps TIME_WAIT, and it must not be here
             conn.close()
-    if error:
-        raise ResNetParityError(error)
 
 
 def _join_roll_call(host: str, port: int, hello: dict, where: str, deadline: float, timeout: float, launch: Launch
@@ -227,8 +232,8 @@ def _join_roll_call(host: str, port: int, hello: dict, where: str, deadline: flo
         _send(conn, hello)
         answer = _receive(conn, deadline)
     if answer is None:
-        raise ResNetParityError(f"process {launch.rank}: {where} did not answer the roll call: a run has started there "
-                                f"without this process (does another process claim {launch.variables}?)")
+        raise ResNetParityError(f"process {launch.rank}: {where} did not answer this process's check-in: a run has "
+                                f"started there without it (does another process claim {launch.variables}?)")
     if answer["error"]:
         raise ResNetParityError(f"process {launch.rank}: {answer['error']}")
 

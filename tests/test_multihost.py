@@ -235,7 +235,7 @@ def test_two_processes_claiming_one_rank(name, monkeypatch, capsys, tmp_path):
         # process 0 takes check-ins in their order: this process 1 comes after the first
         err = refused(["--framework", name, "--devices", "3", "--batch-size", "12"], launch_env(name, 1, [port] * 3), monkeypatch, capsys,
                       tmp_path)
-        assert f"process 1: process 1 has joined the coordinator at 127.0.0.1:{port}" in err
+        assert f"process 1: another process 1 has joined the coordinator at 127.0.0.1:{port}" in err
         assert "two processes claim that rank" in err
         with join_by_hand(port, 2, 3) as last:  # the rest of the run checks in and goes on
             assert json.loads(last.makefile().readline()) == {"error": None}
