@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import frameworks
-from .errors import ResNetParityError
+from .errors import BenchInputError
 from .parity import versions
 from .recipe import get_recipe
 from .spec import DTYPES, get_spec
@@ -33,10 +33,6 @@ from .spec import DTYPES, get_spec
 MODES = ("eval", "train")
 # the training step's optimizer and loss: the embedded digits recipe's (SGD, Nesterov momentum, L2)
 RECIPE = "digits"
-
-
-class BenchInputError(ResNetParityError, ValueError):
-    """A batch, size, mode or count the benchmark cannot run with."""
 
 
 # The reference models we wrote ourselves, in each library's documented style, live with the benchmarks of a
