@@ -6,7 +6,7 @@ import re
 
 from ..errors import CliError  # noqa: F401  (the subcommands raise it from here)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # 3: a bug of ours, not the input
 
 
 # The library names the keyword argument that would fix a problem (``force=True``); the command line's word for it.
