@@ -34,21 +34,14 @@ def linear_bound(fan_in: int) -> float:
     return 1 / math.sqrt(fan_in)
 
 
-def he_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-    return jax.random.normal(key, shape, dtype) * he_normal_std(shape)
-
-
-def uniform(bound: float):
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, policy: Policy,
          stem: bool = False) -> nnx.Module:
     # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed and the Flax example
     pad = spec.stem_padding if stem else spec.padding
     padding = "SAME" if pad == "tf_same" else [(kernel // 2, kernel // 2)] * 2
     return nnx.Conv(
-        cin, cout, (kernel, kernel), stride, padding=padding, use_bias=bias, kernel_init=he_normal,
+        cin, cout, (kernel, kernel), stride, padding=padding, use_bias=bias,
+        kernel_init=nnx.initializers.normal(he_normal_std((kernel, kernel, cin, cout))),
         **policy._asdict(), rngs=rngs,
     )
 
@@ -240,9 +233,11 @@ class ResNet(nnx.Module):
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if spec.preact:
             self.post_bn = norm(spec, spec.final_width, rngs=rngs, policy=policy)
-        fc_init = uniform(linear_bound(spec.final_width))
+        bound = linear_bound(spec.final_width)
+        fc_init = nnx.initializers.uniform(2 * bound)
+        shifted = lambda key, shape, dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
         self.fc = nnx.Linear(
-            spec.final_width, spec.num_classes, kernel_init=fc_init, bias_init=fc_init,
+            spec.final_width, spec.num_classes, kernel_init=shifted, bias_init=shifted,
             **policy._asdict(), rngs=rngs,
         )
 
