@@ -7,9 +7,11 @@ no DST behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -75,10 +77,11 @@ def identical(a: np.ndarray, b: np.ndarray) -> bool:
 
 def verify(source: Source, written: Source, spec: ResNetSpec, pair: tuple[str, str], *, keep_dtype: bool,
            allow_nonfinite: bool, seed: int) -> dict:
-    """Load SRC and the written file afresh, each into its framework, and run the same random batch through both."""
+    """Read SRC and the written file afresh, load each into its framework, and run the same random batch through both."""
     size = min(spec.image_size, VERIFY_SIZE)
     x = np.random.default_rng(seed).standard_normal((VERIFY_BATCH, size, size, spec.in_channels)).astype(np.float32)
-    weights, _ = source.read(spec).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite)
+    again = Source(source.path, source.format, source.option).read(spec)
+    weights, _ = again.prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite)
     if written.format.readable:
         back = written.read(spec).weights
         output = logits(pair[1], back, spec, x)
@@ -104,47 +107,43 @@ def convert(
     if destination.path.exists() and destination.path.resolve() == source.path.resolve():
         raise CheckpointError(f"{destination.path}: is SRC itself; write the conversion elsewhere")
     checkers = (verifier(source.format), verifier(destination.format)) if verify_output else ()
-    timings = {}
-
-    start = time.perf_counter()
-    for name in {source.format.framework, destination.format.framework, *checkers} - {None, ONNX_RUNTIME}:
-        frameworks.load_checkpoints(name)
-    timings["import_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    source.read(arch)
-    spec = source.spec
-    weights, dtype_notes = source.prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite,
-                                           target=destination.format)
-    notes = source.notes + dtype_notes
-    source.weights = {}  # the prepared dict holds what is needed; let the rest go before writing
-    dtype = dtype_of(weights, spec)
-    timings["read_s"] = time.perf_counter() - start
-
+    timings: dict[str, float] = {}
+    with timed(timings, "import_s"):
+        for name in {source.format.framework, destination.format.framework, *checkers} - {None, ONNX_RUNTIME}:
+            frameworks.load_checkpoints(name)
+    with timed(timings, "read_s"):
+        weights, dtype_notes = source.read(arch).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite,
+                                                          target=destination.format)
+        source.weights = {}  # the prepared dict holds what is needed; let the rest go before writing
+        dtype = dtype_of(weights, source.spec)
     verification = None
     with destination.staged() as stage:
-        start = time.perf_counter()
-        # the writer may empty `weights` as it goes: verification reads SRC again, as a user would
-        stage.write(weights, spec, consume=True)
-        timings["write_s"] = time.perf_counter() - start
+        with timed(timings, "write_s"):  # the writer may empty `weights`: verification reads SRC again, as a user would
+            stage.write(weights, source.spec, consume=True)
         size = _size(stage.path)
         if verify_output:
-            start = time.perf_counter()
-            written = Source(stage.path, destination.format)
-            verification = verify(source, written, spec, checkers, keep_dtype=keep_dtype,
-                                  allow_nonfinite=allow_nonfinite, seed=seed)
-            timings["verify_s"] = time.perf_counter() - start
-        if verification is None or verification["passed"]:
+            with timed(timings, "verify_s"):
+                verification = verify(source, Source(stage.path, destination.format), source.spec, checkers,
+                                      keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite, seed=seed)
+        passed = verification is None or verification["passed"]
+        if passed:
             stage.commit()
-    keys = canonical_shapes(spec)
+    spec, keys = source.spec, canonical_shapes(source.spec)
     return {
         "src": str(source.path), "dst": str(destination.path), "from": source.format.name,
         "to": destination.format.name, "arch": spec.name, "architecture": describe(spec),
-        "spec": dataclasses.asdict(spec), "notes": notes, "tensors": len(keys),
-        "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size,
-        "written": verification is None or verification["passed"], "verification": verification, "timings": timings,
-        "passed": verification is None or verification["passed"],
+        "spec": dataclasses.asdict(spec), "notes": source.notes + dtype_notes, "tensors": len(keys),
+        "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size, "written": passed,
+        "verification": verification, "timings": timings, "passed": passed,
     }
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[key]``."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
 
 
 def _size(path: Path) -> int:

@@ -5,7 +5,9 @@ Speed itself is measured by the command (README "Speed"), never asserted here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 import time
 from types import SimpleNamespace
 
@@ -91,3 +93,13 @@ def test_a_faster_ours_reads_above_one(monkeypatch, ours_s, reference_s):
     report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", repeats=3, min_round_s=0)
     (ratio,) = report.ratios
     assert (ratio.median > 1) == (ours_s < reference_s) and (ratio.high > 1) == (ours_s < reference_s)
+
+
+def test_without_a_references_module_bench_times_ours_alone(monkeypatch):
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "pytorch_impl.references" else found(name, *args))
+    monkeypatch.delitem(sys.modules, "pytorch_impl.references", raising=False)
+    report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", repeats=1, min_round_s=0)
+    assert [c.role for c in report.candidates] == ["ours"]
+    assert report.notes == ["PyTorch: no reference models installed (pytorch_impl.references)"]
