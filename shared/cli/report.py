@@ -8,10 +8,12 @@ from .. import frameworks
 from ..parity.report import ParityReport, fact_of
 from ..parity.rule import TensorCheck
 
+
 def _fmt(value: float | None, spec: str = ".1e") -> str:
     if value is None:
         return "-"
     return "inf" if value == float("inf") else format(value, spec)
+
 
 def table_rows(report: ParityReport, per_layer: bool) -> list[tuple[str, dict[str, TensorCheck]]]:
     """(row label, framework -> the check shown). Eval mode shows the stem, each stage's last block, the pooled
@@ -35,6 +37,7 @@ def table_rows(report: ParityReport, per_layer: bool) -> list[tuple[str, dict[st
     if divergence:
         rows.append((divergence, {fw: cs[divergence] for fw, cs in checks.items()}))
     return rows
+
 
 def format_table(report: ParityReport, per_layer: bool = False) -> str:
     """The human-readable report: per tensor, each framework's error, the floor and their ratio."""
@@ -94,6 +97,7 @@ def format_table(report: ParityReport, per_layer: bool = False) -> str:
     lines.append("all frameworks agree" if report.passed else
                  f"MISMATCH: first divergence at {report.first_divergence or 'the parameter counts'}")
     return "\n".join(lines)
+
 
 def format_junit(report: ParityReport) -> str:
     """JUnit XML with one test case per (reference, target) pair."""

@@ -18,9 +18,11 @@ from .inputs import _label, load_inputs, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import check_tensors, rule_for
 
+
 def eval_tensors(spec: ResNetSpec) -> list[str]:
     """The features eval parity checks, in forward order: the stem, every block, the pooled features, the logits."""
     return ["stem", *(plan.prefix for plan in spec.blocks()), "avgpool", "fc"]
+
 
 def top_k_agreement(logits: np.ndarray, truth: np.ndarray, k: int) -> float:
     """The fraction of the batch whose top-k classes (as a set; k = 1: the class) equal the truth's."""
@@ -29,7 +31,9 @@ def top_k_agreement(logits: np.ndarray, truth: np.ndarray, k: int) -> float:
     theirs = np.sort(np.argsort(-truth.astype(np.float64), axis=-1)[:, :k], axis=-1)
     return float(np.mean(np.all(ours == theirs, axis=-1)))
 
+
 ModelFactory = Callable[[ResNetSpec, Mapping[str, np.ndarray], str], object]  # (spec, weights, dtype) -> model
+
 
 def compare(
     arch: str | ResNetSpec | None = None, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
@@ -109,6 +113,7 @@ def compare(
         "eval", spec.name, asdict(spec), source, dtype, rule, inputs_record, weights_record, settings, frameworks.versions(names),
         params, stats, results, notes,
     )
+
 
 def _truth(source: str, spec: ResNetSpec, weights: Mapping[str, np.ndarray], x: np.ndarray, device: str) -> dict:
     """The reference framework's features in float64, on the ported weights and the same inputs."""

@@ -15,11 +15,13 @@ from ..errors import ParityInputError, one_line
 from ..spec import DTYPES, ResNetSpec, get_spec
 from ..weights import randomize
 
+
 def participants(source: str, targets: list[str] | None) -> tuple[str, list[str]]:
     """(the reference, every framework checked, the reference first); all installed by default."""
     source = frameworks.canonical_name(source)
     names = dict.fromkeys(map(frameworks.canonical_name, targets or frameworks.installed()))
     return source, [source, *(n for n in names if n != source)]
+
 
 def starting_weights(arch: str | ResNetSpec | None, weights, weights_format: str | None, dtype: str, seed: int
                      ) -> tuple[ResNetSpec, dict[str, np.ndarray], dict, list[str]]:
@@ -35,6 +37,7 @@ def starting_weights(arch: str | ResNetSpec | None, weights, weights_format: str
     initial = randomize(spec, seed, np.float64 if dtype == "float64" else np.float32)
     return spec, initial, {"origin": "random", "seed": seed}, []
 
+
 def load_weights(weights: Mapping[str, np.ndarray] | str | os.PathLike, arch: str | ResNetSpec | None,
                  fmt: str | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray], dict, list[str]]:
     """(spec, float32 canonical weights, what to record, notes) from a checkpoint file any reader takes, or a dict."""
@@ -47,6 +50,7 @@ def load_weights(weights: Mapping[str, np.ndarray] | str | os.PathLike, arch: st
     source = Source.open(weights, fmt).read(arch)
     prepared, dtype_notes = source.prepared()
     return source.spec, prepared, {"origin": str(source.path), "format": source.format.name}, source.notes + dtype_notes
+
 
 def load_inputs(inputs: np.ndarray | str | os.PathLike, spec: ResNetSpec) -> np.ndarray:
     """A user's NHWC batch (array or .npy file), checked: rank 4, the spec's channels, floating point, finite."""
@@ -69,6 +73,7 @@ def load_inputs(inputs: np.ndarray | str | os.PathLike, spec: ResNetSpec) -> np.
     if min(inputs.shape[:3]) < 1:
         raise ParityInputError(f"{_label(origin)}: an empty batch, shape {inputs.shape}")
     return inputs
+
 
 def _label(origin) -> str:
     return "the input array" if isinstance(origin, np.ndarray) else str(origin)

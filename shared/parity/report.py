@@ -8,7 +8,9 @@ from dataclasses import asdict, dataclass, field
 
 from .rule import TensorCheck
 
+
 SCHEMA_VERSION = 1
+
 
 @dataclass
 class FrameworkResult:
@@ -42,6 +44,7 @@ class FrameworkResult:
         out = {k: v for k, v in asdict(self).items() if k != "checks"}
         return {**out, "first_divergence": self.first_divergence, "passed": self.passed,
                 "checks": [c.to_dict() for c in self.checks]}
+
 
 @dataclass
 class ParityReport:
@@ -78,6 +81,7 @@ class ParityReport:
         out = {k: v for k, v in asdict(self).items() if k != "results"}
         return {"schema_version": SCHEMA_VERSION, **out, "first_divergence": self.first_divergence,
                 "passed": self.passed, "results": [r.to_dict() for r in self.results]}
+
 
 def fact_of(name: str) -> str:
     """'params@5 layer1.0.conv1.weight' -> 'params@5': the group a training tensor belongs to."""

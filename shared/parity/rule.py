@@ -26,6 +26,7 @@ import numpy as np
 
 from ..weights import relative_error
 
+
 @dataclass(frozen=True)
 class Bound:
     """A tensor passes when err(T_d, S_64) <= k * err(S_d, S_64) + atol (float64: k = 0, atol = the fixed bound)."""
@@ -36,8 +37,10 @@ class Bound:
     def limit(self, floor: float) -> float:
         return self.k * floor + self.atol
 
+
 # One rounding unit (unit roundoff) of each low-precision dtype.
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "bfloat16": 2.0**-9, "float16": 2.0**-11}
+
 
 # The one table of tolerances: per dtype, for eval mode and for training steps. README, "Tolerances".
 # atol is a few rounding units of the dtype, slack for tensors the reference happens to get within a unit
@@ -56,8 +59,10 @@ TOLERANCE: dict[str, dict[str, Bound]] = {
     "float16": {"eval": Bound(3.0, UNIT_ROUNDOFF["float16"]), "train": Bound(3.0, UNIT_ROUNDOFF["float16"])},
 }
 
+
 # --tolerance's default and convert's verification: a fixed bound on err(T_32, S_32), no float64 run.
 FIXED_FLOAT32 = 1e-5
+
 
 def rule_for(dtype: str, mode: str, tolerance: float | None) -> dict:
     """The rule as the report records it: floor-based from TOLERANCE, or fixed (``tolerance``)."""
@@ -68,6 +73,7 @@ def rule_for(dtype: str, mode: str, tolerance: float | None) -> dict:
         return {"kind": "fixed", "tolerance": bound.atol, "description": f"err(T_64, S_64) <= {bound.atol:.0e}"}
     return {"kind": "floor", "k": bound.k, "atol": bound.atol,
             "description": f"err(T_{dtype}, S_64) <= {bound.k:g} x err(S_{dtype}, S_64) + {bound.atol:.1e}"}
+
 
 @dataclass
 class TensorCheck:
@@ -93,6 +99,7 @@ class TensorCheck:
     def to_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio, "passed": self.passed}
 
+
 def check_tensors(names: list[str], got: Mapping[str, np.ndarray], source: Mapping[str, np.ndarray],
                   truth: Mapping[str, np.ndarray] | None, rule: dict,
                   samples: Sequence[Mapping[str, np.ndarray]] = ()) -> list[TensorCheck]:
@@ -112,10 +119,12 @@ def check_tensors(names: list[str], got: Mapping[str, np.ndarray], source: Mappi
         checks.append(TensorCheck(name, _error(got[name], truth[name]), floor, limit, vs_source))
     return checks
 
+
 def _error(a: np.ndarray, b: np.ndarray) -> float:
     if np.shape(a) != np.shape(b):
         return float("inf")
     return relative_error(a, b)
+
 
 # One low-precision run is one draw of the dtype's rounding, and two kinds of training fact make one draw a
 # poor measure of it. A fact that sums many nearly cancelling terms (a BN bias's gradient over batch x H x W
@@ -130,6 +139,7 @@ def _error(a: np.ndarray, b: np.ndarray) -> float:
 # activation by about as much as another framework's rounding does, so a kink within rounding flips in some
 # samples as it does in some frameworks).
 FLOOR_SAMPLES = 4
+
 
 def rounded_otherwise(x: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
     """``x`` with every value moved by one to two units in the last place of ``dtype``, up or down at random."""

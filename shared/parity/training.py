@@ -29,6 +29,7 @@ from .inputs import participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import FLOOR_SAMPLES, TensorCheck, check_tensors, rounded_otherwise, rule_for
 
+
 # The parity checks' default: every term of the SGD update at once. The learning rate keeps five
 # steps on random labels smooth (larger ones amplify float32 rounding chaotically); the weight
 # decay is large enough that applying it decoupled, as Keras's weight_decay does, shows (12 * lr * wd).
@@ -36,6 +37,7 @@ PARITY_RECIPE = Recipe(
     "parity", "resnet20", "random", SGD(lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-2),
     label_smoothing=0.1, epochs=1, batch_size=8,
 )
+
 
 @dataclass
 class Trace:
@@ -50,6 +52,7 @@ class Trace:
     running_mean: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     running_var: dict[str, list[np.ndarray]] = field(default_factory=dict)  # per BN: initial, then every step
     settings: dict[str, str] = field(default_factory=dict)  # what the framework's numerics() set for the run
+
 
 def trace_training(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
@@ -80,6 +83,7 @@ def trace_training(
                 trace.params[step] = {k: v for k, v in after.items() if not k.endswith(BN_STAT_SUFFIXES)}
                 trace.running_mean[step] = {k: v for k, v in after.items() if k.endswith(".running_mean")}
     return trace
+
 
 class PerShard:
     """One device with per-replica BatchNorm: the reference of a data-parallel step without ``sync_bn``.
@@ -133,6 +137,7 @@ class PerShard:
         self.trainer.apply_gradients(model, optimizer, self.gradients(model, x, y, recipe), recipe)
         return softmax_cross_entropy(np.concatenate(logits), y, recipe.label_smoothing), np.concatenate(logits)
 
+
 def trace_data_parallel(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
     recipe: Recipe, *, devices: int, sync_bn: bool, dtype: str = "float32", record_steps: tuple[int, ...] = (1, 5),
@@ -142,10 +147,12 @@ def trace_data_parallel(
     return parallel.run(name, _trace_replica, name, spec, weights, batches, recipe, dtype, record_steps, device,
                         devices=devices, sync_bn=sync_bn, device=device)
 
+
 def _trace_replica(engine: DataParallel, name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list,
                    recipe: Recipe, dtype: str, record_steps: tuple[int, ...], device: str) -> Trace:
     return trace_training(name, spec, weights, batches, recipe, dtype=dtype, record_steps=record_steps, device=device,
                           engine=engine)
+
 
 def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch: int, size: int) -> dict[str, np.ndarray]:
     """A trace's facts as named tensors in checking order: the first step's logits, every gradient, then per
@@ -161,6 +168,7 @@ def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch:
         out.update({f"running_var@{step} {k}": history[step] for k, history in var.items()})
     return out
 
+
 def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, spec: ResNetSpec, batch: int, size: int,
                  samples: Sequence[Trace] = ()) -> list[TensorCheck]:
     """Every training fact of ``trace`` against the reference's trace and its float64 run (in the reference's
@@ -172,6 +180,7 @@ def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, s
     ref = flat(source)
     return check_tensors(list(ref), flat(trace), ref, None if truth is None else flat(truth), rule, [flat(t) for t in samples])
 
+
 def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: int, dtype: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """``steps`` batches of standard-normal NHWC images with uniform random labels."""
     rng = np.random.default_rng(seed)
@@ -179,6 +188,7 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
         (rng.standard_normal((batch, size, size, spec.in_channels)).astype(dtype), rng.integers(0, spec.num_classes, batch))
         for _ in range(steps)
     ]
+
 
 def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
                batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
@@ -199,6 +209,7 @@ def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
         run.logits = run.logits[np.argsort(order)]
         runs.append(run)
     return runs
+
 
 def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weights64: dict[str, np.ndarray],
                       batches64: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, truth: Trace, *,
@@ -230,6 +241,7 @@ def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weig
                          f"{rule['tolerance']:g}): a port mistake, or a trajectory that amplifies even float64's "
                          "rounding this far")
     return notes
+
 
 def train_parity(
     arch: str | ResNetSpec | None = None, steps: int = 5, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
