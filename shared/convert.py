@@ -77,11 +77,11 @@ def identical(a: np.ndarray, b: np.ndarray) -> bool:
 
 def verify(source: Source, written: Source, spec: ResNetSpec, pair: tuple[str, str], *, keep_dtype: bool,
            allow_nonfinite: bool, seed: int) -> dict:
-    """Read SRC and the written file afresh, load each into its framework, and run the same random batch through both."""
+    """Read SRC and the written file (both opened, not yet read), load each into its framework, and run the same
+    random batch through both."""
     size = min(spec.image_size, VERIFY_SIZE)
     x = np.random.default_rng(seed).standard_normal((VERIFY_BATCH, size, size, spec.in_channels)).astype(np.float32)
-    again = Source(source.path, source.format, source.option).read(spec)
-    weights, _ = again.prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite)
+    weights, _ = source.read(spec).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite)
     if written.format.readable:
         back = written.read(spec).weights
         output = logits(pair[1], back, spec, x)
@@ -103,13 +103,14 @@ def convert(
 ) -> dict:
     """Convert ``src`` to ``dst``; a JSON-able report. Bad input raises CheckpointError (one line)."""
     source = Source.open(src, src_format, option="src_format")
+    fin = source.format  # as detected: the report names it, whatever the reader then tells
     destination = Destination.open(dst, dst_format, force=force, option="dst_format")
     if destination.path.exists() and destination.path.resolve() == source.path.resolve():
         raise CheckpointError(f"{destination.path}: is SRC itself; write the conversion elsewhere")
-    checkers = (verifier(source.format), verifier(destination.format)) if verify_output else ()
+    checkers = (verifier(fin), verifier(destination.format)) if verify_output else ()
     timings: dict[str, float] = {}
     with timed(timings, "import_s"):
-        for name in {source.format.framework, destination.format.framework, *checkers} - {None, ONNX_RUNTIME}:
+        for name in {fin.framework, destination.format.framework, *checkers} - {None, ONNX_RUNTIME}:
             frameworks.load_checkpoints(name)
     with timed(timings, "read_s"):
         weights, dtype_notes = source.read(arch).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite,
@@ -123,14 +124,14 @@ def convert(
         size = _size(stage.path)
         if verify_output:
             with timed(timings, "verify_s"):
-                verification = verify(source, Source(stage.path, destination.format), source.spec, checkers,
-                                      keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite, seed=seed)
+                verification = verify(Source(source.path, fin), Source(stage.path, destination.format), source.spec,
+                                      checkers, keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite, seed=seed)
         passed = verification is None or verification["passed"]
         if passed:
             stage.commit()
     spec, keys = source.spec, canonical_shapes(source.spec)
     return {
-        "src": str(source.path), "dst": str(destination.path), "from": source.format.name,
+        "src": str(source.path), "dst": str(destination.path), "from": fin.name,
         "to": destination.format.name, "arch": spec.name, "architecture": describe(spec),
         "spec": dataclasses.asdict(spec), "notes": source.notes + dtype_notes, "tensors": len(keys),
         "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size, "written": passed,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import DatasetError, FrameworkUnavailable
+from .errors import DatasetError, FrameworkUnavailable, RecipeError
 
 __all__ = [
     "Dataset",
@@ -81,7 +81,7 @@ class Dataset:
 def resize_nearest(images: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of an NHWC batch to size x size."""
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
-        raise DatasetError(f"size must be a positive int, got {size!r}")
+        raise RecipeError(f"size must be a positive int, got {size!r}")
     h, w = images.shape[1], images.shape[2]
     if (h, w) == (size, size):
         return images
@@ -406,7 +406,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, size: 
     """Load a dataset by name as float32 NHWC images in [0, 1] with int64 labels."""
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
     if key not in _LOADERS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+        raise RecipeError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if size is not None:
         resize_nearest(np.zeros((0, 1, 1, 1), np.uint8), size)  # validates size before any I/O
     if key == "digits":

@@ -41,11 +41,11 @@ class FrameworkUnavailable(ResNetParityError, ModuleNotFoundError):
 
 
 class DatasetError(ResNetParityError, ValueError):
-    """A dataset file is missing, truncated, corrupt or not in the expected format, or a dataset name or size is wrong."""
+    """A dataset file is missing, truncated, corrupt or not in the expected format."""
 
 
 class RecipeError(ResNetParityError, ValueError):
-    """A training recipe, schedule or optimizer setting outside what it allows."""
+    """A training recipe's setting (schedule, optimizer, dataset name, image size) outside what it allows."""
 
 
 class BenchInputError(ResNetParityError, ValueError):

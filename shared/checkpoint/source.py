@@ -27,7 +27,7 @@ class Source:
     """A checkpoint file: ``open`` detects its format and checks the path; ``read`` fills in the rest."""
 
     path: Path
-    format: Format
+    format: Format  # as detected; a reader may tell it more precisely (a msgpack of the Flax example's variables)
     option: str = "fmt"  # the caller's name for the format argument, for the messages that ask for it
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # canonical names, the file's dtypes and counters
     recorded: ResNetSpec | None = None  # the architecture the file records
@@ -48,7 +48,7 @@ class Source:
 
         ``arch`` also reaches the reader, which needs it only for files that store variables by position."""
         found = self._read(None if arch is None else get_spec(arch))
-        self.weights, self.recorded = found.weights, found.spec
+        self.weights, self.recorded, self.format = found.weights, found.spec, found.format
         self.spec, notes = self._architecture(arch)
         self.notes = found.notes + notes
         return self
