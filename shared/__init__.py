@@ -5,6 +5,8 @@ The public API, importable from here without importing any framework::
     from shared import get_spec, list_specs, ResNetSpec, checkpoint, compare, convert
 """
 
+__version__ = "0.2.0"
+
 from . import checkpoint
 from .convert import convert
 from .errors import (
@@ -18,5 +20,5 @@ from .train_parity import train_parity
 __all__ = [
     "ArchitectureError", "CheckpointError", "FrameworkUnavailable", "ParityInputError", "ResNetParityError",
     "ResNetSpec", "SpecError", "WeightMismatchError", "checkpoint", "compare", "convert", "get_spec", "list_specs",
-    "train_parity",
+    "train_parity", "__version__",
 ]

@@ -10,8 +10,10 @@ against each framework's reference.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import sys
 
+from .. import __version__, frameworks
 from ..errors import ResNetParityError
 from . import bench, compare, convert, summary, train
 from .base import EXIT_USAGE, flags
@@ -25,6 +27,18 @@ SUBCOMMANDS = {
     "bench": (bench, "img/s of our models against each framework's reference model, side by side"),
 }
 
+def version() -> str:
+    """'resnet-parity 0.2.0 (torch 2.13.0, ...)': ours and each installed framework's, none of them imported."""
+    found = []
+    for framework in frameworks.FRAMEWORKS.values():
+        for dist in framework.distributions:
+            try:
+                found.append(f"{dist} {importlib.metadata.version(dist)}")
+            except importlib.metadata.PackageNotFoundError:
+                pass
+    return f"resnet-parity {__version__}" + (f" ({', '.join(found)})" if found else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     title, _, details = __doc__.strip().partition("\n\n")
     parser = argparse.ArgumentParser(
@@ -32,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes: 0 pass, 1 mismatch (compare, convert), 2 bad input. 'resnet-parity COMMAND --help' for more.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
