@@ -14,9 +14,10 @@ from .errors import (
 from .parity import compare, train_parity
 from .spec import ResNetSpec, get_spec, list_specs
 from .testing import assert_parity
+from .version import __version__
 
 __all__ = [
     "ArchitectureError", "CheckpointError", "FrameworkUnavailable", "ParityInputError", "ResNetParityError",
     "ResNetSpec", "SpecError", "WeightMismatchError", "assert_parity", "checkpoint", "compare", "convert", "get_spec",
-    "list_specs", "train_parity",
+    "list_specs", "train_parity", "__version__",
 ]

@@ -18,7 +18,7 @@ PACKAGES = ("shared", "pytorch_impl", "tensorflow_impl", "jax_impl")
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("errors", ("shared.errors",)),
+    ("errors and the version", ("shared.errors", "shared.version")),
     ("model description", ("shared.spec", "shared.recipe", "shared.datasets")),
     ("weights", ("shared.weights", "shared.infer")),
     ("parity rule and report data", ("shared.parity.rule", "shared.parity.report")),

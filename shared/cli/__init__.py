@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import frameworks
 from ..errors import ResNetParityError, one_line
+from ..version import __version__
 from . import bench, compare, convert, summary, train
 from .base import EXIT_INTERNAL, EXIT_USAGE, flags
 
@@ -25,6 +27,14 @@ SUBCOMMANDS = {
     "bench": (bench, "img/s of our models against each framework's reference model, side by side"),
 }
 
+
+def version() -> str:
+    """'resnet-parity 0.2.0 (torch 2.13.0, ...)': ours and each installed framework's, none of them imported."""
+    found = [f"{dist} {v}" for per in frameworks.versions(list(frameworks.FRAMEWORKS)).values()
+             for dist, v in per.items() if v != "not installed"]
+    return f"resnet-parity {__version__}" + (f" ({', '.join(found)})" if found else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     title, _, details = __doc__.strip().partition("\n\n")
     parser = argparse.ArgumentParser(
@@ -33,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 pass, 1 mismatch (compare, convert), 2 bad input, 3 internal error (a bug: please report it "
                "with what --debug prints). 'resnet-parity COMMAND --help' for more.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
