@@ -15,7 +15,9 @@ import pytest
 
 from helpers import random_images
 from shared import frameworks
-from shared.parity import check_tensors, compare, eval_tensors, rule_for
+from shared.cli.report import format_table
+from shared.parity import check_tensors, compare, rule_for
+from shared.parity.eval import eval_tensors
 from shared.spec import get_spec, list_specs
 from shared.weights import randomize
 
@@ -109,4 +111,4 @@ def test_full_size_224(arch):
     assert report.inputs["shape"] == [1, 224, 224, 3]
     assert [c.name for c in report.results[0].checks] == eval_tensors(spec)
     for result in report.results:
-        assert result.passed, report.table(per_layer=True)
+        assert result.passed, format_table(report, per_layer=True)
