@@ -1,15 +1,14 @@
 """What a killed process costs a two-process run, per engine: the others' time to stop, the steps lost, and the
 resumed run against an uninterrupted one.
 
-    PYTHONPATH=. python benchmarks/kill_and_resume.py [--frameworks torch tf jax] [--victims 1 0] [--save-every 3]
+    PYTHONPATH=tests python benchmarks/kill_and_resume.py [--frameworks torch tf jax] [--victims 1 0] [--save-every 3]
 
 Each engine's multi-host launch on 127.0.0.1 (``tests/multihost.py``: torchrun with two nodes, ``TF_CONFIG``,
 ``jax.distributed``), resnet20 on 128 digits at 8x8, global batch 16 (8 steps an epoch), two epochs, a checkpoint
 every ``--save-every`` steps. An uninterrupted run; then the same run, SIGKILL of one process at a random moment
-of the first epoch after its first checkpoint (within ``--save-every`` steps of it, at the uninterrupted run's
-step time), and the same command with ``--resume``. Process 0's progress bar
-(on a pseudo-terminal) shows how many steps the run had done when the kill came; the checkpoint says where the
-resumed run starts: the difference is the steps lost.
+after its first checkpoint (within ``--save-every`` steps of it, at the uninterrupted run's step time), and the
+same command with ``--resume``. Process 0's progress bar (on a pseudo-terminal) shows how many steps the run had
+done when the kill came; the checkpoint says where the resumed run starts: the difference is the steps lost.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import re
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import threading
@@ -34,8 +32,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import multihost  # noqa: E402
+import multihost  # tests/multihost.py: the launches the tests use
 
 BATCH, STEPS_PER_EPOCH = 16, 8
 
@@ -110,7 +107,7 @@ def one(name: str, victim: int, save_every: int, folder: Path, rng: random.Rando
     checkpoint = epoch * STEPS_PER_EPOCH + step
     survivor = hosts[1 - victim]
     text = survivor.err() + "".join(seen) if victim == 1 else survivor.err()
-    said = [line for line in re.split(r"[\r\n]+", text) if line.startswith("resnet-parity train: error")]
+    said = re.findall(r"resnet-parity train: error[^\r\n]*", text)
     resumed = multihost.start(name, argv(name, save_every, "--resume"), broken)
     assert multihost.wait(resumed, 900) == [0, 0], "\n".join(h.output() for h in resumed)
     a = load_file(str(folder / "whole" / "run" / "model.safetensors"))

@@ -186,8 +186,7 @@ def fit(
     """
     stream = stream or sys.stderr
     name = frameworks.canonical_name(name)
-    if save_every is not None and save_every < 1:
-        raise ResNetParityError(f"save_every={save_every}: must be >= 1")
+    _check_save_every(save_every)
     ds = load_data(recipe, data_dir, limit)
     spec = data_spec(recipe, ds)
     steps_per_epoch = len(ds.x_train) // recipe.batch_size
@@ -258,6 +257,11 @@ def fit(
     return state
 
 
+def _check_save_every(save_every: int | None) -> None:
+    if save_every is not None and save_every < 1:
+        raise ResNetParityError(f"save_every={save_every}: must be >= 1")
+
+
 def _run_record(name: str, seed: int, limit: int | None, devices: int, sync_bn: bool) -> dict:
     """What identifies a run: a resume must give the same (with the same recipe)."""
     return {"framework": name, "seed": seed, "limit": limit, "devices": devices, "sync_bn": sync_bn}
@@ -274,6 +278,7 @@ def fit_data_parallel(
     that died or hangs ends the run with ``ReplicaLost`` in the others."""
     name = frameworks.canonical_name(name)
     parallel.check_replicas(name, devices, recipe.batch_size, device)
+    _check_save_every(kwargs.get("save_every"))
     run = _run_record(name, kwargs.get("seed", 0), kwargs.get("limit"), devices, sync_bn)
     open_run(kwargs["out"], name, run, recipe, resume=kwargs.get("resume", False), force=kwargs.get("force", False))
     return parallel.run(name, _fit_replica, name, recipe, kwargs, devices=devices, sync_bn=sync_bn, device=device,
