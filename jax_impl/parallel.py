@@ -21,7 +21,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from shared.errors import ResNetParityError
+from shared.errors import ResNetParityError, one_line
 from shared.parallel import TIMEOUT_S
 from shared.recipe import Recipe
 from shared.spec import ResNetSpec
@@ -160,7 +160,7 @@ class DataParallel:
     def lost(self, exc: BaseException) -> str | None:
         # a collective whose peer died fails in the runtime (gloo's "Connection reset by peer" on CPU)
         if isinstance(exc, jax.errors.JaxRuntimeError) and jax.process_count() > 1:
-            return str(exc).strip().splitlines()[0]
+            return one_line(exc)
         return None
 
     def _replicate(self, node: nnx.Object) -> None:

@@ -21,7 +21,7 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from shared.errors import ResNetParityError
+from shared.errors import ResNetParityError, one_line
 from shared.parallel import TIMEOUT_S, cpu_cores, shard
 from shared.recipe import Recipe
 from shared.spec import ResNetSpec
@@ -29,6 +29,7 @@ from shared.spec import ResNetSpec
 from . import train
 from .resnet import build_model
 from .weights import as_numpy, export_weights, import_weights, inputs, numerics
+
 
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm over the global batch, for CPU: ``nn.SyncBatchNorm`` runs only on GPUs (its kernels,
@@ -152,7 +153,7 @@ class DataParallel:
         # gloo reports a peer that died (its connection closed) or a collective past the timeout as a RuntimeError
         # naming its source file; NCCL's and the store's errors are DistError
         if isinstance(exc, dist.DistError) or (type(exc) is RuntimeError and "/gloo/" in str(exc)):
-            return re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()).split(". ")[0].splitlines()[0]
+            return one_line(re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip()))  # without gloo's "[file.cc:553] "
         return None
 
     def _whole_batch(self, loss: torch.Tensor, logits: torch.Tensor) -> tuple[float, np.ndarray]:
