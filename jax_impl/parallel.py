@@ -156,6 +156,9 @@ class DataParallel:
 
     def close(self) -> None:
         self.barrier()
+        # leave the coordination service together now: at exit each process would wait for the others in its
+        # shutdown barrier, and process 0 may have more to do alone (compare's one-device reference)
+        jax.distributed.shutdown()
 
     def lost(self, exc: BaseException) -> str | None:
         # a collective whose peer died fails in the runtime (gloo's "Connection reset by peer" on CPU)
