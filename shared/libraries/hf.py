@@ -66,7 +66,7 @@ def config_from_spec(spec: ResNetSpec) -> dict:
     return {
         "architectures": ["ResNetForImageClassification"], "model_type": "resnet",
         "num_channels": spec.in_channels, "embedding_size": spec.stem_width,
-        "hidden_sizes": [w * spec.expansion for w in spec.widths], "depths": list(spec.layers),
+        "hidden_sizes": list(spec.stage_widths), "depths": list(spec.layers),
         "layer_type": spec.block, "hidden_act": "relu", "downsample_in_first_stage": spec.strides[0] == 2,
         "downsample_in_bottleneck": spec.stride_on == "1x1", "num_labels": spec.num_classes,
     }
