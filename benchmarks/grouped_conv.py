@@ -41,8 +41,10 @@ def interleaved(steps: dict, rounds: int) -> None:
         try:
             step()
         except Exception as exc:  # a path TensorFlow lacks: say which, keep measuring the others
-            lines = str(exc).strip().splitlines()
-            failed[name] = next((line for line in lines if "support" in line), lines[0]).strip()[:150]
+            # a graph's error: the op's own message, after the lines that say where it was detected
+            lines = [line.strip() for line in str(exc).strip().splitlines()]
+            said = [line for line in lines if line and not line.startswith(("Graph execution", "Detected at", "File", "[["))]
+            failed[name] = (said or lines)[0][:150]
             continue
         first[name] = time.perf_counter() - start
     for _ in range(rounds):
