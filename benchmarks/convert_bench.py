@@ -13,7 +13,7 @@ Other libraries' formats (--libraries) are timed against safetensors (the canoni
 resnet50d (vd), flax-linen resnet50 with the Flax example's padding, onnx resnet50.
 Targets: < 2 s and < 3x the checkpoint size.
 
-    PYTHONPATH=. python benchmarks/convert_bench.py [--verify] [--only FMT] [--libraries] [--json FILE] [--markdown]
+    python benchmarks/convert_bench.py [--verify] [--only FMT] [--libraries] [--json FILE] [--markdown]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from shared import checkpoint, frameworks  # noqa: E402
-from shared.convert import convert  # noqa: E402
-from shared.spec import get_spec  # noqa: E402
-from shared.weights import canonical_shapes, randomize  # noqa: E402
+from shared import checkpoint, frameworks
+from shared.convert import convert
+from shared.spec import get_spec
+from shared.weights import canonical_shapes, randomize
 
 NAMES = {
     "torch": "model.pt", "safetensors": "model.safetensors", "keras": "model.keras",
@@ -92,7 +88,7 @@ def prepare_sources(folder: Path, pairs: list[tuple[str, str]]) -> None:
         (folder / arch).mkdir(parents=True, exist_ok=True)
         weights = randomize(spec_of(arch), seed=0)
         for _, fmt in sorted(f for f in needed if f[0] == arch):
-            checkpoint.write(source_path(folder, arch, fmt), weights, spec_of(arch), fmt, force=True)
+            checkpoint.Destination.open(source_path(folder, arch, fmt), fmt, force=True).write(weights, spec_of(arch))
 
 
 def warm_format(fmt: str) -> str:
@@ -167,7 +163,7 @@ def main() -> int:
     rows = []
     for src, dst in pairs:
         cmd = [sys.executable, __file__, "--child", str(folder), src, dst] + (["--verify"] if args.verify else [])
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             print(f"{src:<14}{dst:<14}FAILED: {done.stderr.strip().splitlines()[-1:]}")
             continue

@@ -1,6 +1,6 @@
 """img/s of the data-parallel training step, per framework, on 1 and 2 replicas of its own engine.
 
-    PYTHONPATH=. python benchmarks/data_parallel_throughput.py [--rounds 2] [--frameworks torch tf jax]
+    python benchmarks/data_parallel_throughput.py [--rounds 2] [--frameworks torch tf jax]
 
 resnet20, float32, 32x32, global batch 64: 3 warm-up steps, then the median (and the range) over 12
 steps of ``DataParallel.train_step``, each configuration in a fresh process started by
@@ -19,7 +19,7 @@ import numpy as np
 
 from shared import parallel
 from shared.spec import get_spec
-from shared.train_parity import PARITY_RECIPE
+from shared.parity import PARITY_RECIPE
 
 WARMUP, STEPS, BATCH = 3, 12, 64
 

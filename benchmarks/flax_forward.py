@@ -1,9 +1,9 @@
 """The compiled eval forward alone, ours (``jax_impl.train._forward``, tree mode) against the Flax ImageNet
-example's ``jax.jit`` of ``apply``, on the same device array, interleaved in one process: what is left of
+example's ``jax.jit`` of ``apply`` (``jax_impl.references``), on the same device array, interleaved in one process: what is left of
 ``resnet-parity bench``'s eval ratio once input conversion and the fetch of the logits are taken out.
 
-    PYTHONPATH=. python benchmarks/flax_forward.py resnet20 128 32 25
-    PYTHONPATH=. python benchmarks/flax_forward.py resnet18 16 224 25
+    python benchmarks/flax_forward.py resnet20 128 32 25
+    python benchmarks/flax_forward.py resnet18 16 224 25
 
 Arguments: preset, batch, size, rounds. Printed: the median and fastest milliseconds per call of each.
 """
@@ -21,14 +21,14 @@ import numpy as np
 
 import jax_impl
 from jax_impl import train
-from shared.bench import reference_module
+from jax_impl import references
 from shared.spec import get_spec
 
 
 def main() -> None:
     arch, batch, size, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     spec = get_spec(arch)
-    (label, build), *_ = reference_module("flax_reference").references(spec, size)[0]
+    (label, build), *_ = references.references(spec, size)[0]
     reference = build()
     x = jnp.asarray(np.random.default_rng(0).normal(size=(batch, size, size, spec.in_channels)).astype(np.float32))
     variables = jax.jit(partial(reference.init, train=False))(jax.random.PRNGKey(0), x[:1])

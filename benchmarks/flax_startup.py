@@ -1,7 +1,7 @@
 """The first Flax ResNet of a process: built to receive weights (``model_from_weights``: ``nnx.eval_shape`` and
 filling), and, with --random, ``build_model``'s random initialisation after it.
 
-    PYTHONPATH=. python benchmarks/flax_startup.py [ARCH] [--random]
+    python benchmarks/flax_startup.py [ARCH] [--random]
 """
 
 from __future__ import annotations

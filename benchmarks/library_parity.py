@@ -1,34 +1,30 @@
 """Other libraries' ResNet-50s against ours, both ways, at full size: the logits' relative error max|a-b|/max|b|.
 
 For each source the library builds its model (every tensor random, BN statistics included) and saves it as it
-does. library -> ours: each of our frameworks loads that file (``load_checkpoint``) and runs the batch, against
+does. library -> ours: each of our frameworks loads that file (``checkpoint.load_model``) and runs the batch, against
 the library's logits. ours -> library: the canonical weights are written back in the library's format and run by
 the library, against each of our frameworks' logits. ONNX: our PyTorch model exported and run by onnxruntime.
 Seed 001's network is read only. The libraries' model code comes from the tests (``tests/library_models.py``,
 ``tests/flax_imagenet_example.py``, ``tests/seed_torch_networks.py``).
 
-    PYTHONPATH=. python benchmarks/library_parity.py [--size 224] [--markdown]
+    python benchmarks/library_parity.py [--size 224] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from pytorch_impl.references import install_torchvision_shim
+from shared import checkpoint, frameworks
+from shared.convert import convert, onnx_logits
+from shared.spec import get_spec
+from shared.weights import randomize, relative_error
 
-from shared import checkpoint, frameworks  # noqa: E402
-from shared.convert import convert, onnx_logits  # noqa: E402
-from shared.spec import get_spec  # noqa: E402
-from shared.weights import randomize, relative_error  # noqa: E402
-
-from library_models import flax_variables, keras_hub_classifier, randomized  # noqa: E402
-from torchvision_shim import install_torchvision_shim  # noqa: E402
+from library_models import flax_variables, keras_hub_classifier, randomized
 
 FRAMEWORKS = list(frameworks.FRAMEWORKS)
 KERAS_HUB_50 = dict(stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
@@ -118,16 +114,15 @@ SOURCES = {  # label -> (make, format to write back in, or None: read only)
 def measure(label: str, folder: Path, x: np.ndarray) -> dict:
     make, fmt, kw = SOURCES[label]
     path, reference, back = make(folder / "source", x, **kw)
-    row = {"source": label, "file": checkpoint.read(path).format.name}
+    row = {"source": label, "file": checkpoint.Source.open(path).format.name}
     ours = {}
     for name in FRAMEWORKS:
-        impl = frameworks.load(name)
-        ours[name] = impl.features(impl.load_checkpoint(path), x)["fc"]
+        ours[name] = frameworks.load(name).features(checkpoint.load_model(name, path), x)["fc"]
         row[f"to {name}"] = relative_error(ours[name], reference)
     if fmt is not None:
         weights, spec = checkpoint.load(path)
         written = folder / {"flax-linen": "back.msgpack", "timm": "back.safetensors"}.get(fmt, "back")
-        checkpoint.write(written, weights, spec, fmt)
+        checkpoint.Destination.open(written, fmt).write(weights, spec)
         library = back(written)
         for name in FRAMEWORKS:
             row[f"from {name}"] = relative_error(library, ours[name])

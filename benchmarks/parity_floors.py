@@ -5,8 +5,8 @@ ports and records every tensor's (error, floor) pair. For candidate values of at
 every honest tensor needs, k = max((error - atol) / floor), and the smallest floors seen, so the table in
 ``shared/parity.py`` can be read off. Raw pairs go to ``--out`` as JSON.
 
-    PYTHONPATH=. python benchmarks/parity_floors.py --quick          # a few minutes
-    PYTHONPATH=. python benchmarks/parity_floors.py --out floors.json  # the sweep the README quotes
+    python benchmarks/parity_floors.py --quick          # a few minutes
+    python benchmarks/parity_floors.py --out floors.json  # the sweep the README quotes
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import time
 
 import numpy as np
 
-from shared.parity import UNIT_ROUNDOFF, compare
+from shared.parity import UNIT_ROUNDOFF, compare, train_parity
 from shared.spec import get_spec
-from shared.train_parity import train_parity
 
 EVAL_PRESETS = ["resnet18", "resnet50", "resnet20", "keras_resnet50v2", "seed_tf_cifar"]
 TRAIN_PRESETS = [("resnet20", 32), ("resnet18", 64)]  # the sizes compare --train-steps uses by default

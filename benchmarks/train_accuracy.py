@@ -1,6 +1,6 @@
 """Train the embedded ``digits`` recipe in each framework; print held-out accuracy and wall time.
 
-    PYTHONPATH=. python benchmarks/train_accuracy.py [--frameworks torch tf jax] [--epochs N] [--out DIR]
+    python benchmarks/train_accuracy.py [--frameworks torch tf jax] [--epochs N] [--out DIR]
 
 Exits 1 when a framework stays below the 90% the README promises.
 """

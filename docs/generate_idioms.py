@@ -34,6 +34,14 @@ METHOD_ROLES = {"forward": "call", "__call__": "call", "forward_preact": "call_p
 # why a unit is absent from a framework: file -> unit -> package -> one line (the framework's idiom)
 NOTES: dict[str, dict[str, dict[str, str]]] = {
     "resnet.py": {
+        "he_normal_std": {
+            "pytorch_impl": "`nn.init.kaiming_normal_(mode='fan_out')` in `reset_parameters` computes the scale itself.",
+            "tensorflow_impl": "`VarianceScaling(2.0, 'fan_out')` in `conv` computes the scale itself.",
+        },
+        "linear_bound": {
+            "pytorch_impl": "`reset_parameters` computes the bound where it draws: Flax draws in two places.",
+            "tensorflow_impl": "`ResNet.__init__` computes the bound where it draws: Flax draws in two places.",
+        },
         "Conv2d": {
             "jax_impl": "`nnx.Conv` takes per-side padding (`[(k//2, k//2)] * 2`) and `'SAME'` itself: `conv` uses the stock layer.",
         },
@@ -44,7 +52,8 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "he_normal": {
             "pytorch_impl": "`reset_parameters` applies `kaiming_normal_` to every conv once the model is built, ECA's "
                             "`nn.Conv1d` too.",
-            "jax_impl": "`conv` gives every `nnx.Conv`, ECA's 1-D one too, `variance_scaling(2.0, 'fan_out', 'normal')`.",
+            "jax_impl": "`he_normal_std` gives every `nnx.Conv`, ECA's 1-D one too, its standard deviation, for `conv`'s "
+                        "draw and `reset_parameters`'.",
         },
         "Conv2d.compute_output_shape": {
             "pytorch_impl": "PyTorch runs eagerly: there is no symbolic shape inference for a layer to declare.",

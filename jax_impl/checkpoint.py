@@ -1,6 +1,6 @@
 """Flax checkpoint files <-> canonical weights: an Orbax checkpoint directory of the NNX state (Flax's
 recommended format) and ``flax.serialization`` msgpack of it, and the same two holding the Flax ImageNet
-example's linen variables (``shared.libraries.flax_linen``); models from files.
+example's linen variables (``shared.libraries.flax_linen``); models from weights.
 
 All are read without a target structure, so the file's own variable names decide what is what.
 """
@@ -11,7 +11,6 @@ import contextlib
 import gc
 import io
 import logging
-import os
 import sys
 import time
 import warnings
@@ -24,8 +23,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx, serialization
 
-from shared import checkpoint
-from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, from_native
+from shared.checkpoint import (
+    FORMATS, Checkpoint, CheckpointError, from_native, mismatch_line, overclaims, spec_from_metadata, spec_to_metadata,
+)
 from shared.libraries import flax_linen
 from shared.spec import ResNetSpec
 from shared.weights import WeightMismatchError, canonical_layers, from_canonical
@@ -51,7 +51,7 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
                 tree = checkpointer.restore(path.absolute(), target)
             finally:
                 checkpointer.close()
-        recorded = checkpoint.spec_from_metadata(metadata.custom_metadata or {}, path)
+        recorded = spec_from_metadata(metadata.custom_metadata or {}, path)
     else:
         tree = serialization.msgpack_restore(path.read_bytes())
         recorded = None
@@ -60,7 +60,7 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
             weights, spec = flax_linen.to_canonical_weights(tree, path)
         except WeightMismatchError as err:
             raise CheckpointError(f"{path}: the Flax ImageNet example's variables do not fit its {err.context}: "
-                                  f"{checkpoint.mismatch_line(err)}") from err
+                                  f"{mismatch_line(err)}") from err
         ignored = sorted(set(tree) - set(flax_linen.COLLECTIONS))
         notes = [f"the Flax ImageNet example's variables; ignored its {', '.join(ignored)}"] if ignored else []
         return Checkpoint(weights, spec, FORMATS["flax-linen"], notes)
@@ -73,7 +73,7 @@ def _check_declared(item_metadata, path: Path) -> None:
     """Refuse arrays far larger than the directory: missing chunks would be filled in, a memory bomb."""
     declared = sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(item_metadata))
     stored = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    if checkpoint.overclaims(declared, stored):
+    if overclaims(declared, stored):
         raise ValueError(f"declares {declared:,} bytes of arrays but stores {stored:,}; refused")
 
 
@@ -177,7 +177,7 @@ def write_orbax(path: Path, tree: dict, spec: ResNetSpec) -> None:
     """What Flax users write with Orbax's StandardCheckpointer from ``nnx.state(model)``, the architecture in its metadata."""
     checkpointer = ocp.StandardCheckpointer()
     try:
-        checkpointer.save(path.absolute(), tree, custom_metadata=checkpoint.spec_to_metadata(spec))
+        checkpointer.save(path.absolute(), tree, custom_metadata=spec_to_metadata(spec))
         checkpointer.wait_until_finished()
     finally:
         checkpointer.close()
@@ -207,11 +207,4 @@ def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtyp
     return model
 
 
-def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
-    """A float32 Flax ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
-    return model_from_weights(*checkpoint.load_for_model(path, arch))
-
-
-def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
-    """Write the model in the format ``path`` names (no suffix: an Orbax directory), atomically, replacing it."""
-    checkpoint.save(path, export_weights(model), model.spec)
+weights_to_save = export_weights  # an NNX state holds the variables and nothing besides

@@ -22,16 +22,27 @@ class Policy(NamedTuple):
     param_dtype: jnp.dtype = jnp.dtype(jnp.float32)
 
 
+# torchvision's initialisation, written once: the constructor draws it with JAX, reset_parameters on the host
+def he_normal_std(kernel_shape: tuple[int, ...]) -> float:
+    """A conv kernel's (HWIO) standard deviation: He normal over fan-out."""
+    *window, _, cout = kernel_shape
+    return math.sqrt(2 / (math.prod(window) * cout))
+
+
+def linear_bound(fan_in: int) -> float:
+    """The classifier's weight and bias are U(-b, b) with b = 1 / sqrt(fan_in), as nn.Linear's."""
+    return 1 / math.sqrt(fan_in)
+
+
 def conv(plan: Conv, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed and the Flax example
     k = plan.kernel
     padding = "SAME" if plan.padding == "tf_same" else [(k // 2, k // 2)] * plan.dims
-    # torchvision's init, spelled out: He normal over fan-out
-    init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
     # feature_group_count > 1: a grouped conv (ResNeXt); kernel (k, k, in / groups, out)
+    shape = (*(k,) * plan.dims, plan.in_channels // plan.groups, plan.out_channels)
     return nnx.Conv(
-        plan.in_channels, plan.out_channels, (k,) * plan.dims, plan.stride, padding=padding,
-        feature_group_count=plan.groups, use_bias=plan.bias, kernel_init=init, **policy._asdict(), rngs=rngs,
+        plan.in_channels, plan.out_channels, shape[:-2], plan.stride, padding=padding, feature_group_count=plan.groups,
+        use_bias=plan.bias, kernel_init=nnx.initializers.normal(he_normal_std(shape)), **policy._asdict(), rngs=rngs,
     )
 
 
@@ -232,6 +243,12 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
+    """The ResNet ``spec`` describes, NHWC; its attributes and NNX state paths are torchvision's module names.
+
+    The constructor draws torchvision's initialisation with JAX, op by op; ``build_model`` builds the structure
+    with ``nnx.eval_shape`` and draws the same on the host (``reset_parameters``), much faster.
+    """
+
     def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy = Policy()):
         self.spec = spec
         self.policy = policy
@@ -245,7 +262,7 @@ class ResNet(nnx.Module):
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if spec.preact:
             self.post_bn = norm(spec, plan.post_norm, rngs=rngs, policy=policy)
-        bound = 1 / math.sqrt(spec.final_width)
+        bound = linear_bound(spec.final_width)
         fc_init = nnx.initializers.uniform(2 * bound)
         shifted = lambda key, shape, dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
         self.fc = nnx.Linear(
@@ -267,14 +284,14 @@ class ResNet(nnx.Module):
 
         for _, module in nnx.iter_graph(self):
             if isinstance(module, nnx.Conv):
-                *window, _, cout = module.kernel.shape  # He normal over fan-out
-                put(module.kernel, rng.standard_normal(module.kernel.shape, np.float32) * np.sqrt(2 / (math.prod(window) * cout)))
+                shape = module.kernel.shape
+                put(module.kernel, rng.standard_normal(shape, np.float32) * np.float64(he_normal_std(shape)))
                 if module.bias is not None:
                     put(module.bias, np.zeros(module.bias.shape))
             elif isinstance(module, BatchNorm):
                 for variable, value in ((module.scale, 1), (module.bias, 0), (module.mean, 0), (module.var, 1)):
                     put(variable, np.full(variable.shape, value))
-        bound = 1 / math.sqrt(self.spec.final_width)  # U(-b, b), as nn.Linear
+        bound = linear_bound(self.spec.final_width)
         for variable in (self.fc.kernel, self.fc.bias):
             put(variable, rng.uniform(-bound, bound, variable.shape))
 

@@ -1,5 +1,5 @@
 """PyTorch checkpoint files: state_dicts (.pt/.pth/.bin, other libraries' names too) <-> canonical weights, ONNX
-graphs exported from the model (written only: the exporter folds BN into the convs); models from files.
+graphs exported from the model (written only: the exporter folds BN into the convs); models from weights.
 
 Files are read with ``torch.load(weights_only=True)`` only: a pickle that asks for anything but
 tensors and plain containers is refused before any of it runs.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
 import pickle
 import re
 import warnings
@@ -21,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared import checkpoint
-from shared.checkpoint import Checkpoint, CheckpointError, FORMATS
+from shared.checkpoint import FORMATS, ONNX_OPSET, Checkpoint, CheckpointError, dtype_of, sniff
+from shared.errors import one_line
 from shared.spec import ResNetSpec
 from shared.weights import IGNORED_SUFFIXES, canonical_layers
 
@@ -34,7 +33,6 @@ from .weights import export_weights, import_weights
 WRAPPERS = ("state_dict", "model_state_dict", "model")
 # Prefixes wrappers add to every key: DataParallel/DDP's module, torch.compile's _orig_mod.
 PREFIXES = ("module.", "_orig_mod.")
-ONNX_OPSET = 18  # torch's ONNX exporter (torchlib) writes this opset natively
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
@@ -44,7 +42,7 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
     # torch.save writes a zip archive; before PyTorch 1.6, a pickle (protocol 2 to 5)
     pickled = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
     if not (head.startswith(b"PK\x03\x04") or pickled):
-        guess = checkpoint.sniff(path)
+        guess = sniff(path)
         what = f"it looks like {FORMATS[guess].label}" if guess else (
             "it is text" if head.isascii() and head.decode("ascii").isprintable() else f"it starts with {head!r}")
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (torch.save writes a zip archive or a pickle); {what}")
@@ -60,7 +58,7 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
                 "nothing in the file was run (a state_dict holds only tensors: save model.state_dict())"
             ) from exc
         detail = re.search(r"Unsupported[^\n]*", str(exc))  # the line that says what stopped the unpickler
-        raise ValueError(f"weights-only unpickling stopped: {detail[0] if detail else checkpoint.one_line(exc)}") from exc
+        raise ValueError(f"weights-only unpickling stopped: {detail[0] if detail else one_line(exc)}") from exc
     state, notes = _unwrap(obj, path)
     weights = {key: _to_numpy(value) for key, value in state.items()}
     return Checkpoint(weights, None, FORMATS[fmt], notes)
@@ -119,7 +117,7 @@ def write_weights(
     The tensors share memory with the canonical arrays (same layout), so ``consume`` changes nothing.
     """
     if fmt == "onnx":
-        write_onnx(path, model_from_weights(spec, weights, checkpoint.dtype_of(weights, spec)))
+        write_onnx(path, model_from_weights(spec, weights, dtype_of(weights, spec)))
         return
     state = {}
     for layer in canonical_layers(spec):
@@ -163,12 +161,7 @@ def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtyp
     return model
 
 
-def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
-    """A float32 PyTorch ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
-    return model_from_weights(*checkpoint.load_for_model(path, arch))
-
-
-def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
-    """Write the model in the format ``path`` names (no suffix: an Orbax directory), atomically, replacing it."""
+def weights_to_save(model: ResNet) -> dict[str, np.ndarray]:
+    """The canonical weights and the BN layers' num_batches_tracked, as the model's state_dict holds them."""
     counters = {k: v.numpy() for k, v in model.state_dict().items() if k.endswith(IGNORED_SUFFIXES)}
-    checkpoint.save(path, {**export_weights(model), **counters}, model.spec)
+    return {**export_weights(model), **counters}

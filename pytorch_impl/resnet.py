@@ -197,6 +197,11 @@ class Block(nn.Module):
 
 
 class ResNet(nn.Module):
+    """The ResNet ``spec`` describes, NCHW, with torchvision's module names and initialisation.
+
+    ``compute_dtype`` (bfloat16 or float16) is mixed precision: float32 parameters, the forward under autocast.
+    """
+
     def __init__(self, spec: ResNetSpec, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.spec = spec

@@ -1,6 +1,6 @@
 """Throughput of our models against each framework's reference model, measured side by side in one process.
 
-Every candidate (ours, and each reference the framework's bench module can build) runs one eval batch
+Every candidate (ours, and each reference the framework's optional references module can build) runs one eval batch
 or one training step per call, synchronised. Candidates are built, called once (the first call: tracing
 and compilation), warmed up, then timed in interleaved rounds (the order rotates each round), so a
 shared machine's load falls on all of them alike. Reported per candidate: img/s (median over rounds,
@@ -11,52 +11,23 @@ per-round ratios with their min..max (> 1: ours is faster).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
 import numpy as np
 
 from . import frameworks
-from .errors import ResNetParityError
-from .parity import versions
+from .errors import BenchInputError
 from .recipe import get_recipe
 from .spec import DTYPES, get_spec
 
 MODES = ("eval", "train")
 # the training step's optimizer and loss: the embedded digits recipe's (SGD, Nesterov momentum, L2)
 RECIPE = "digits"
-
-
-class BenchInputError(ResNetParityError, ValueError):
-    """A batch, size, mode or count the benchmark cannot run with."""
-
-
-# The reference models we wrote ourselves, in each library's documented style, live with the benchmarks of a
-# source checkout (the Flax ImageNet example's linen ResNet, CIFAR ResNets); an installed package has none.
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def reference_module(name: str) -> ModuleType | None:
-    """``benchmarks/<name>.py`` of the source checkout, imported once; None where there is no such file."""
-    key = f"resnet_parity_benchmarks.{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    path = BENCHMARKS / f"{name}.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(key, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -119,27 +90,6 @@ class BenchReport:
             "ratios": [asdict(r) for r in self.ratios], "notes": self.notes,
         }
 
-    def table(self) -> str:
-        head = (f"{self.arch}, batch {self.batch}, {self.size}x{self.size}, {self.dtype}"
-                f"{', compiled' if self.compile else ''}; median of {self.repeats} interleaved rounds "
-                f"(load average {self.machine['load_average']:.1f} on {self.machine['cpus']} CPUs)")
-        lines = [head, "",
-                 f"{'framework':<10} {'mode':<6} {'model':<34} {'img/s':>8} {'min..max':>15} {'build s':>8} "
-                 f"{'1st call s':>10} {'peak MB':>8}"]
-        for c in self.candidates:
-            d = c.to_dict(self.batch)
-            peak = "-" if c.peak_mb is None else f"{c.peak_mb:.0f}"
-            lines.append(f"{frameworks.LABELS[c.framework]:<10} {c.mode:<6} {c.label[:34]:<34} {d['img_s']:>8.1f} "
-                         f"{d['img_s_min']:>7.1f}..{d['img_s_max']:<7.1f} {c.build_s:>8.2f} {c.first_call_s:>10.2f} "
-                         f"{peak:>8}")
-        if self.ratios:
-            lines += ["", "ours / reference (speed; > 1: ours faster), median and min..max over rounds"]
-            for r in self.ratios:
-                lines.append(f"  {frameworks.LABELS[r.framework]:<10} {r.mode:<6} vs {r.reference:<40} "
-                             f"{r.median:.2f} ({r.low:.2f}..{r.high:.2f})")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
 
 def _status_kb(field_name: str) -> int | None:
     try:
@@ -201,12 +151,16 @@ def bench(
     candidates: list[Candidate] = []
     for name in names:
         module = frameworks.load_bench(name)
+        refs = frameworks.load_references(name) if references else None
+        if references and refs is None:
+            notes.append(f"{frameworks.LABELS[name]}: no reference models installed ({frameworks.FRAMEWORKS[name].package}"
+                         ".references)")
         for m in modes:
             made = [("ours", "ours", lambda m=m: module.ours(spec, m, x, y, recipe, compile=compile, dtype=dtype))]
-            if references:
-                found, missing = module.references(spec, size)
-                made += [("reference", label, lambda m=m, b=build: module.reference_step(b, spec, m, x, y, recipe,
-                                                                                         compile=compile))
+            if refs is not None:
+                found, missing = refs.references(spec, size)
+                made += [("reference", label, lambda m=m, b=build: refs.reference_step(b, spec, m, x, y, recipe,
+                                                                                       compile=compile))
                          for label, build in found]
                 notes += [f"{frameworks.LABELS[name]}: {why}" for why in missing if m == modes[0]]
             for role, label, make in made:
@@ -238,5 +192,5 @@ def bench(
         c.step = None  # frees the models
     machine = {"cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}
     return BenchReport(spec.name, batch, size, dtype, compile, repeats, candidates, ratios, notes, machine,
-                       versions(names))
+                       frameworks.versions(names))
 

@@ -1,15 +1,16 @@
-"""What a framework package implements: four Protocols, met by four modules of each package.
+"""What a framework package implements, and what a checkpoint format's module implements: the Protocols.
 
-A fourth framework means a package with these four modules and one row in ``shared.frameworks.FRAMEWORKS``
-(plus rows in ``shared.checkpoint.FORMATS`` for its own file formats). Everything else in ``shared`` reaches
-a framework only through ``shared.frameworks.load``, ``load_checkpoints``, ``load_trainer`` and ``load_bench``, typed by
-these Protocols. Arrays cross the seam as numpy, images as NHWC, weights as the canonical dict
-(``shared.weights``): torchvision's names and layouts.
+A fourth framework means a package with the modules these Protocols describe (``Implementation`` by the
+package itself, ``CheckpointBackend``, ``Trainer``, ``DataParallel``, ``Bench`` and, optionally, ``References``)
+and one row in ``shared.frameworks.FRAMEWORKS`` (plus rows in ``shared.checkpoint.FORMATS`` for its own file
+formats). A new checkpoint format is a module meeting ``FileFormat`` and one row in ``FORMATS``. Everything
+else in ``shared`` reaches these modules only through ``shared.frameworks``' loader, typed by these Protocols.
+Arrays cross the seam as numpy, images as NHWC, weights as the canonical dict (``shared.weights``):
+torchvision's names and layouts.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Mapping, Protocol, runtime_checkable
 
@@ -45,16 +46,12 @@ class Implementation(Protocol):
         full-precision matmuls, 64-bit JAX for float64), inside the context only; yields what it set, the
         device included, for the report. A device the framework cannot see is a ParityInputError."""
 
-    def load_checkpoint(self, path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Model:
-        """A float32 model from any file ``shared.checkpoint`` reads."""
-
-    def save_checkpoint(self, model: Model, path: str | os.PathLike) -> None:
-        """Write the model in the format ``path`` names, atomically."""
-
 
 @runtime_checkable
-class CheckpointBackend(Protocol):
-    """``<package>.checkpoint``: the framework's own file formats, read and written as canonical weights."""
+class FileFormat(Protocol):
+    """A module that reads and writes checkpoint files of one or more formats (rows of ``shared.checkpoint.FORMATS``)
+    as canonical weights: a framework's ``checkpoint.py``, a module of ``shared.libraries``,
+    ``shared.checkpoint.safetensors``."""
 
     def read_weights(self, path: Path, fmt: str, spec: ResNetSpec | None = None) -> Any:
         """A ``shared.checkpoint.Checkpoint``; ``spec`` only for files that store variables by position."""
@@ -64,8 +61,17 @@ class CheckpointBackend(Protocol):
     ) -> None:
         """Write ``fmt`` at ``path`` (not atomic: ``shared.checkpoint`` stages it); ``consume`` may empty ``weights``."""
 
+
+@runtime_checkable
+class CheckpointBackend(FileFormat, Protocol):
+    """``<package>.checkpoint``: the framework's own file formats, and its models built from canonical weights."""
+
     def model_from_weights(self, spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtype: str = "float32") -> Model:
         """A model holding ``weights``, built without random initialisation."""
+
+    def weights_to_save(self, model: Model) -> dict[str, np.ndarray]:
+        """What a file of ``model`` holds: its canonical weights, and what the framework's own files keep besides
+        (PyTorch's BN ``num_batches_tracked``)."""
 
 
 @runtime_checkable
@@ -143,27 +149,38 @@ class DataParallel(Protocol):
 
 
 Step = Callable[[], object]  # runs one batch to completion (its outputs fetched to the host)
+TOTAL_STEPS = 10**6  # the schedule a benchmark's optimizer is made for: long enough that a benchmark never ends it
 
 
 @runtime_checkable
 class Bench(Protocol):
-    """``<package>.bench``: our model and the framework's reference models, each as a step ``shared.bench`` times."""
+    """``<package>.bench``: our model as a step ``shared.bench`` times."""
 
     def ours(self, spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray, recipe: Recipe, *, compile: bool,
              dtype: str) -> Step:
         """Build our model and return its step: ``mode`` "eval" (predict one batch) or "train" (the trainer's step)."""
 
+
+@runtime_checkable
+class References(Protocol):
+    """``<package>.references`` (optional): the framework's own models, or models in its documented style, for
+    ``bench`` to time against ours."""
+
     def references(self, spec: ResNetSpec, size: int) -> tuple[list[tuple[str, Callable[[], Any]]], list[str]]:
-        """([(label, build)], [why a reference is missing]): the framework's own models for ``spec`` at
-        ``size`` x ``size``, importable here."""
+        """([(label, build)], [why a reference is missing]): the reference models for ``spec`` at ``size`` x
+        ``size``, importable here."""
 
     def reference_step(self, build: Callable[[], Any], spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray,
                        recipe: Recipe, *, compile: bool) -> Step:
-        """Build a reference (``build()``) and return its step, run as ``ours`` runs ours."""
+        """Build a reference (``build()``) and return its step, run as ``Bench.ours`` runs ours."""
 
 
 def missing_members(module: object, protocol: type) -> list[str]:
-    """The names a module lacks to meet ``protocol`` (for the contract test and the loader's error)."""
-    names = [*vars(protocol).get("__annotations__", {})]
-    names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
-    return sorted(n for n in names if not hasattr(module, n))
+    """The names a module lacks to meet ``protocol``, its base Protocols' included (for the contract test and the
+    loader's error)."""
+    names = []
+    for cls in protocol.__mro__:
+        if cls is not Protocol and getattr(cls, "_is_protocol", False):
+            names += [*vars(cls).get("__annotations__", {})]
+            names += [n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")]
+    return sorted({n for n in names if not hasattr(module, n)})

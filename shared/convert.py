@@ -7,17 +7,19 @@ no DST behind.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from . import checkpoint, frameworks
-from .checkpoint import CheckpointError, Format
-from .errors import ResNetParityError
-from .parity import FIXED_FLOAT32
-from .spec import PRESETS, ResNetSpec
+from . import frameworks
+from .checkpoint import Destination, Format, Source, as_float32, dtype_of
+from .errors import CheckpointError, FrameworkUnavailable, ResNetParityError
+from .parity.rule import FIXED_FLOAT32
+from .spec import ResNetSpec, describe
 from .weights import canonical_shapes, relative_error
 
 VERIFY_SIZE = 64  # input height and width for verification (smaller presets use their own size): every weight takes part
@@ -42,13 +44,17 @@ def verifier(fmt: Format) -> str:
 
 def logits(framework: str, weights: dict[str, np.ndarray], spec: ResNetSpec, x: np.ndarray) -> np.ndarray:
     """The logits of ``x`` from a float32 model of ``framework`` holding ``weights``."""
-    model = frameworks.load_checkpoints(framework).model_from_weights(spec, checkpoint.as_float32(weights, spec))
+    model = frameworks.load_checkpoints(framework).model_from_weights(spec, as_float32(weights, spec))
     return frameworks.load(framework).features(model, x)["fc"]
 
 
 def onnx_logits(path: Path, x: np.ndarray) -> np.ndarray:
     """onnxruntime's logits for an NHWC batch from the graph at ``path``, which takes PyTorch's NCHW."""
-    import onnxruntime
+    try:
+        import onnxruntime
+    except ModuleNotFoundError as exc:
+        raise FrameworkUnavailable("verifying an ONNX file needs onnxruntime: pip install 'resnet-parity[onnx]'; "
+                                   "or pass verify_output=False") from exc
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
@@ -69,35 +75,25 @@ def identical(a: np.ndarray, b: np.ndarray) -> bool:
     return np.array_equal(np.ascontiguousarray(a).view(np.uint8), np.ascontiguousarray(b).view(np.uint8))
 
 
-def verify(src: Path, fin: Format, path: Path, fout: Format, spec: ResNetSpec, pair: tuple[str, str], *,
-           keep_dtype: bool, allow_nonfinite: bool, seed: int) -> dict:
-    """Load SRC and the written file afresh, each into its framework, and run the same random batch through both."""
+def verify(source: Source, written: Source, spec: ResNetSpec, pair: tuple[str, str], *, keep_dtype: bool,
+           allow_nonfinite: bool, seed: int) -> dict:
+    """Read SRC and the written file (both opened, not yet read), load each into its framework, and run the same
+    random batch through both."""
     size = min(spec.image_size, VERIFY_SIZE)
     x = np.random.default_rng(seed).standard_normal((VERIFY_BATCH, size, size, spec.in_channels)).astype(np.float32)
-    weights, _ = checkpoint.prepare(checkpoint.read(src, fin, spec).weights, spec, src, keep_dtype=keep_dtype,
-                                    allow_nonfinite=allow_nonfinite)
-    if fout.readable:
-        back = checkpoint.read(path, fout).weights
-        written = logits(pair[1], back, spec, x)
+    weights, _ = source.read(spec).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite)
+    if written.format.readable:
+        back = written.read(spec).weights
+        output = logits(pair[1], back, spec, x)
         same = all(identical(back[k], weights[k]) for k in canonical_shapes(spec))
     else:  # BN folded into the convs: no weights to compare, only what the graph computes
-        written, same = onnx_logits(path, x), None
-    error = output_error(written, logits(pair[0], weights, spec, x))
+        output, same = onnx_logits(written.path, x), None
+    error = output_error(output, logits(pair[0], weights, spec, x))
     tol = FIXED_FLOAT32
     return {
         "frameworks": list(pair), "input_shape_nhwc": list(x.shape), "relative_error": error, "tolerance": tol,
         "weights_identical": same, "passed": bool(error <= tol),
     }
-
-
-def describe(spec: ResNetSpec) -> str:
-    """'resnet20', or 'resnet20 with num_classes=100' for a preset with overrides."""
-    base = PRESETS.get(spec.name)
-    if base is None:
-        return f"{spec.name} (not a preset)"
-    extra = ", ".join(f"{f.name}={getattr(spec, f.name)}" for f in dataclasses.fields(spec)
-                      if getattr(spec, f.name) != getattr(base, f.name))
-    return f"{spec.name} with {extra}" if extra else spec.name
 
 
 def convert(
@@ -106,54 +102,49 @@ def convert(
     allow_nonfinite: bool = False, seed: int = 0,
 ) -> dict:
     """Convert ``src`` to ``dst``; a JSON-able report. Bad input raises CheckpointError (one line)."""
-    src, dst = Path(src), Path(dst)
-    fin = checkpoint.detect_format(src, src_format, option="src_format")
-    fout = checkpoint.detect_format(dst, dst_format, writing=True, option="dst_format")
-    checkpoint.check_source(src, fin)
-    checkpoint.check_destination(dst, force=force)
-    if dst.exists() and dst.resolve() == src.resolve():
-        raise CheckpointError(f"{dst}: is SRC itself; write the conversion elsewhere")
-    checkers = (verifier(fin), verifier(fout)) if verify_output else ()
-    timings = {}
-
-    start = time.perf_counter()
-    for name in {fin.framework, fout.framework, *checkers} - {None, ONNX_RUNTIME}:
-        frameworks.load_checkpoints(name)
-    timings["import_s"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    ckpt = checkpoint.read(src, fin, arch, option="src_format")
-    spec, notes = checkpoint.architecture(ckpt, src, arch)
-    notes = ckpt.notes + notes
-    weights, dtype_notes = checkpoint.prepare(ckpt.weights, spec, src, keep_dtype=keep_dtype,
-                                              allow_nonfinite=allow_nonfinite, target=fout)
-    del ckpt  # the prepared dict holds what is needed; let the rest go before writing
-    dtype = checkpoint.dtype_of(weights, spec)
-    timings["read_s"] = time.perf_counter() - start
-
+    source = Source.open(src, src_format, option="src_format")
+    fin = source.format  # as detected: the report names it, whatever the reader then tells
+    destination = Destination.open(dst, dst_format, force=force, option="dst_format")
+    if destination.path.exists() and destination.path.resolve() == source.path.resolve():
+        raise CheckpointError(f"{destination.path}: is SRC itself; write the conversion elsewhere")
+    checkers = (verifier(fin), verifier(destination.format)) if verify_output else ()
+    timings: dict[str, float] = {}
+    with timed(timings, "import_s"):
+        for name in {fin.framework, destination.format.framework, *checkers} - {None, ONNX_RUNTIME}:
+            frameworks.load_checkpoints(name)
+    with timed(timings, "read_s"):
+        weights, dtype_notes = source.read(arch).prepared(keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite,
+                                                          target=destination.format)
+        source.weights = {}  # the prepared dict holds what is needed; let the rest go before writing
+        dtype = dtype_of(weights, source.spec)
     verification = None
-    with checkpoint.staged(dst, force=force) as stage:
-        start = time.perf_counter()
-        # the writer may empty `weights` as it goes: verification reads SRC again, as a user would
-        checkpoint.write_to(stage.path, weights, spec, fout, dst=dst, consume=True)
-        timings["write_s"] = time.perf_counter() - start
+    with destination.staged() as stage:
+        with timed(timings, "write_s"):  # the writer may empty `weights`: verification reads SRC again, as a user would
+            stage.write(weights, source.spec, consume=True)
         size = _size(stage.path)
         if verify_output:
-            start = time.perf_counter()
-            verification = verify(src, fin, stage.path, fout, spec, checkers, keep_dtype=keep_dtype,
-                                  allow_nonfinite=allow_nonfinite, seed=seed)
-            timings["verify_s"] = time.perf_counter() - start
-        if verification is None or verification["passed"]:
+            with timed(timings, "verify_s"):
+                verification = verify(Source(source.path, fin), Source(stage.path, destination.format), source.spec,
+                                      checkers, keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite, seed=seed)
+        passed = verification is None or verification["passed"]
+        if passed:
             stage.commit()
-    keys = canonical_shapes(spec)
+    spec, keys = source.spec, canonical_shapes(source.spec)
     return {
-        "src": str(src), "dst": str(dst), "from": fin.name, "to": fout.name, "arch": spec.name,
-        "architecture": describe(spec), "spec": dataclasses.asdict(spec), "notes": notes + dtype_notes,
-        "tensors": len(keys), "values": int(sum(int(np.prod(s)) for s in keys.values())),
-        "dtype": dtype, "bytes": size, "written": verification is None or verification["passed"],
-        "verification": verification, "timings": timings,
-        "passed": verification is None or verification["passed"],
+        "src": str(source.path), "dst": str(destination.path), "from": fin.name,
+        "to": destination.format.name, "arch": spec.name, "architecture": describe(spec),
+        "spec": dataclasses.asdict(spec), "notes": source.notes + dtype_notes, "tensors": len(keys),
+        "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size, "written": passed,
+        "verification": verification, "timings": timings, "passed": passed,
     }
+
+
+@contextlib.contextmanager
+def timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record the seconds the block takes as ``timings[key]``."""
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
 
 
 def _size(path: Path) -> int:

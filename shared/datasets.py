@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DatasetError, FrameworkUnavailable, RecipeError
+
 __all__ = [
     "Dataset",
     "DatasetError",
@@ -40,10 +42,6 @@ _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SEED = 0
 # 8x8 is too small for the ResNets' total stride, so upsample by default.
 _DIGITS_DEFAULT_SIZE = 32
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, truncated, corrupt or not in the expected format."""
 
 
 # eq=False: the generated __eq__ would compare arrays elementwise and raise on truth-testing.
@@ -83,7 +81,7 @@ class Dataset:
 def resize_nearest(images: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of an NHWC batch to size x size."""
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size <= 0:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+        raise RecipeError(f"size must be a positive int, got {size!r}")
     h, w = images.shape[1], images.shape[2]
     if (h, w) == (size, size):
         return images
@@ -117,7 +115,7 @@ def _load_digits(size: int | None) -> Dataset:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # optional dependency: only this dataset needs it
-        raise ImportError(
+        raise FrameworkUnavailable(
             "the 'digits' dataset needs scikit-learn (pip install scikit-learn); "
             "it ships the 8x8 digits inside the package, so no download is required"
         ) from exc
@@ -408,7 +406,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, size: 
     """Load a dataset by name as float32 NHWC images in [0, 1] with int64 labels."""
     key = name.lower().replace("-", "_") if isinstance(name, str) else name
     if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
+        raise RecipeError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     if size is not None:
         resize_nearest(np.zeros((0, 1, 1, 1), np.uint8), size)  # validates size before any I/O
     if key == "digits":

@@ -1,4 +1,4 @@
-"""The library's errors. Messages speak in Python API terms (``force=True``, ``arch=NAME``); the command line
+"""The library's errors, every one a ``ResNetParityError``. Messages speak in Python API terms (``force=True``, ``arch=NAME``); the command line
 translates those to its flags (``shared.cli.flags``), so neither layer needs to know the other's words."""
 
 from __future__ import annotations
@@ -37,4 +37,29 @@ class ParityInputError(ResNetParityError, ValueError):
 
 
 class FrameworkUnavailable(ResNetParityError, ModuleNotFoundError):
-    """A framework the caller asked for is not installed."""
+    """A framework (or another optional package) the caller asked for is not installed."""
+
+
+class DatasetError(ResNetParityError, ValueError):
+    """A dataset file is missing, truncated, corrupt or not in the expected format."""
+
+
+class RecipeError(ResNetParityError, ValueError):
+    """A training recipe's setting (schedule, optimizer, dataset name, image size) outside what it allows."""
+
+
+class BenchInputError(ResNetParityError, ValueError):
+    """A batch, size, mode or count the benchmark cannot run with."""
+
+
+class CliError(ResNetParityError):
+    """A problem with the command line itself: printed as one line, exit code 2."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its first non-empty line, or its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    if len(text) > 160 and (end := text.find(". ", 20)) > 0:
+        text = text[:end]  # libraries append advice to the first sentence
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,19 +1,22 @@
-"""The one way to reach a framework: its implementation package, checkpoint backend and trainer, loaded lazily.
+"""The one way to reach a framework, or any module found by name: its implementation package, checkpoint backend,
+trainer, data-parallel engine, benchmark hooks and reference models, and the checkpoint formats' modules, loaded
+lazily.
 
 A framework is imported only when one of these is asked for; each module is checked against its
-Protocol in ``shared.contract`` when first loaded.
+Protocol in ``shared.contract`` when first loaded (``load_module``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
 from dataclasses import dataclass
 
-from .contract import Bench, CheckpointBackend, DataParallel, Implementation, Trainer, missing_members
+from .contract import Bench, CheckpointBackend, DataParallel, Implementation, References, Trainer, missing_members
 from .errors import FrameworkUnavailable, ResNetParityError
 
 
@@ -69,12 +72,12 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-def _load(name: str, submodule: str, protocol: type):
-    framework = FRAMEWORKS[canonical_name(name)]
-    module_name = f"{framework.package}.{submodule}" if submodule else framework.package
+def load_module(module_name: str, protocol: type, framework: Framework | None = None):
+    """The one loader: ``module_name`` imported once (``framework``'s package checked to be installed first) and
+    checked against ``protocol``; a module that lacks a member is a TypeError, a bug in that module."""
     if module_name in sys.modules:
         return sys.modules[module_name]
-    if importlib.util.find_spec(framework.requires) is None:
+    if framework is not None and importlib.util.find_spec(framework.requires) is None:
         raise FrameworkUnavailable(
             f"{framework.label} needs the '{framework.requires}' package: pip install 'resnet-parity[{framework.name}]'")
     with quiet_native_stderr():
@@ -85,13 +88,18 @@ def _load(name: str, submodule: str, protocol: type):
     return module
 
 
+def _load(name: str, submodule: str, protocol: type):
+    framework = FRAMEWORKS[canonical_name(name)]
+    return load_module(f"{framework.package}.{submodule}" if submodule else framework.package, protocol, framework)
+
+
 def load(name: str) -> Implementation:
     """The implementation package of a framework (``pytorch_impl``): models and weights."""
     return _load(name, "", Implementation)
 
 
 def load_checkpoints(name: str) -> CheckpointBackend:
-    """A framework's checkpoint backend (``pytorch_impl.checkpoint``): its own file formats."""
+    """A framework's checkpoint backend (``pytorch_impl.checkpoint``): its own file formats, and models from weights."""
     return _load(name, "checkpoint", CheckpointBackend)
 
 
@@ -106,8 +114,43 @@ def load_parallel(name: str):
 
 
 def load_bench(name: str) -> Bench:
-    """A framework's benchmark hooks (``pytorch_impl.bench``): our model and the framework's references, timed alike."""
+    """A framework's benchmark hooks (``pytorch_impl.bench``): our model's step, timed as ``shared.bench`` times it."""
     return _load(name, "bench", Bench)
+
+
+def load_references(name: str) -> References | None:
+    """A framework's reference models for ``bench`` (``pytorch_impl.references``): an optional module, None where
+    this installation has none."""
+    framework = FRAMEWORKS[canonical_name(name)]
+    module_name = f"{framework.package}.references"
+    if module_name not in sys.modules:
+        load(name)  # looking for a submodule imports its package: the framework's installation is checked first
+        if importlib.util.find_spec(module_name) is None:
+            return None
+    return _load(name, "references", References)
+
+
+def framework_of(model: object) -> str:
+    """The short name of the framework whose package defines ``model``'s class (or a class it derives from)."""
+    packages = {f.package: name for name, f in FRAMEWORKS.items()}
+    for cls in type(model).__mro__:
+        if (name := packages.get(cls.__module__.split(".")[0])) is not None:
+            return name
+    raise ResNetParityError(f"a {type(model).__name__} is none of our models ({', '.join(packages)}); "
+                            "export its weights and write them with shared.checkpoint.save")
+
+
+def versions(names: list[str]) -> dict[str, dict[str, str]]:
+    """Each framework's packages and their installed versions, for a report."""
+    out = {}
+    for name in names:
+        out[name] = {}
+        for dist in FRAMEWORKS[name].distributions:
+            try:
+                out[name][dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                out[name][dist] = "not installed"
+    return out
 
 
 @contextlib.contextmanager

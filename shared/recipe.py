@@ -28,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import RecipeError
 from .spec import ResNetSpec
 
 
@@ -69,9 +70,9 @@ class Schedule:
 
     def __post_init__(self) -> None:
         if self.kind not in ("constant", "step", "cosine"):
-            raise ValueError(f"unknown schedule {self.kind!r}; choose constant, step or cosine")
+            raise RecipeError(f"unknown schedule {self.kind!r}; choose constant, step or cosine")
         if self.warmup_steps < 0 or self.step_size < 1:
-            raise ValueError("warmup_steps must be >= 0 and step_size >= 1")
+            raise RecipeError("warmup_steps must be >= 0 and step_size >= 1")
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,11 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+            raise RecipeError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+            raise RecipeError("epochs and batch_size must be >= 1")
         if self.optimizer.lr <= 0:
-            raise ValueError(f"the learning rate must be positive, got {self.optimizer.lr}")
+            raise RecipeError(f"the learning rate must be positive, got {self.optimizer.lr}")
 
     def replace(self, **overrides) -> Recipe:
         """A copy with fields replaced; ``lr``, ``weight_decay`` go to the optimizer, ``warmup_steps`` to the schedule."""
@@ -138,7 +139,7 @@ def get_recipe(name: str, **overrides) -> Recipe:
     try:
         recipe = RECIPES[name]
     except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+        raise RecipeError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
     return recipe.replace(**overrides) if overrides else recipe
 
 

@@ -512,3 +512,22 @@ def get_spec(name: str | ResNetSpec, **overrides) -> ResNetSpec:
     if unknown:
         raise SpecError(f"unknown spec fields: {', '.join(sorted(unknown))}")
     return spec.replace(**overrides) if overrides else spec
+
+
+def differing(spec: ResNetSpec, other: ResNetSpec, *, ignore: tuple[str, ...] = ("name",)) -> dict[str, object]:
+    """``spec``'s value of every field (``ignore`` aside) where it differs from ``other``: the one comparison behind
+    every description of a spec against a preset."""
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+            if f.name not in ignore and getattr(spec, f.name) != getattr(other, f.name)}
+
+
+def with_overrides(preset: str, overrides: dict[str, object]) -> str:
+    """'resnet20', or 'resnet20 with num_classes=100, layers=(4, 4, 4)'."""
+    extra = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return f"{preset} with {extra}" if extra else preset
+
+
+def describe(spec: ResNetSpec) -> str:
+    """``spec`` as its preset and the fields that differ from it, or '<name> (not a preset)'."""
+    base = PRESETS.get(spec.name)
+    return f"{spec.name} (not a preset)" if base is None else with_overrides(spec.name, differing(spec, base))

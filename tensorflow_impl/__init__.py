@@ -20,10 +20,9 @@ if keras.backend.backend() != "tensorflow":
 
 from .resnet import LAYOUT, ResNet, build_model  # noqa: E402
 from .weights import export_weights, features, import_weights, numerics  # noqa: E402
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .keras_applications import from_keras_applications, to_keras_applications  # noqa: E402
 
 __all__ = [
     "LAYOUT", "ResNet", "build_model", "export_weights", "features", "from_keras_applications", "import_weights", "numerics",
-    "load_checkpoint", "save_checkpoint", "to_keras_applications",
+    "to_keras_applications",
 ]

@@ -10,7 +10,6 @@ layer names are read the way Keras reads them, by position into the architecture
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -20,8 +19,9 @@ import h5py
 import keras
 import numpy as np
 
-from shared import checkpoint
-from shared.checkpoint import Checkpoint, CheckpointError, FORMATS, canonical_kinds, from_native
+from shared.checkpoint import (
+    FORMATS, Checkpoint, CheckpointError, canonical_kinds, dtype_of, from_native, overclaims, spec_from_fields,
+)
 from shared.spec import PRESETS, ResNetSpec
 from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
 
@@ -74,7 +74,7 @@ def _spec_from_config(config: dict, path: Path) -> ResNetSpec | None:
     """The spec a .keras config records for this package's ResNet; None for a functional keras.applications model."""
     if config.get("registered_name") == REGISTERED_NAME:
         fields = dict(config["config"]["spec"])
-        return checkpoint.spec_from_fields(fields.pop("name"), fields, path)
+        return spec_from_fields(fields.pop("name"), fields, path)
     if config.get("class_name") != "Functional":
         raise CheckpointError(f"{path}: a Keras {config.get('class_name')} model, not a resnet-parity or "
                               "keras.applications ResNet")
@@ -97,7 +97,7 @@ def _read_h5(h5: h5py.File, weights_file: Path, path: Path, fmt: str, spec: ResN
 
 def _check_storage(ds: h5py.Dataset) -> None:
     declared, stored = ds.size * ds.dtype.itemsize, ds.id.get_storage_size()
-    if checkpoint.overclaims(declared, stored):
+    if overclaims(declared, stored):
         raise ValueError(f"{ds.name} declares {declared:,} bytes but stores {stored:,}; refused")
 
 
@@ -260,7 +260,7 @@ def write_weights(
     """Write canonical weights as this ResNet's Keras file, or as a keras.applications model's."""
     if fmt in ("keras", "keras-weights"):
         # variables of the weights' own dtype (not mixed precision): the file stores what it is given
-        write_model(_holding(spec, weights, checkpoint.dtype_of(weights, spec), consume), path, fmt)
+        write_model(_holding(spec, weights, dtype_of(weights, spec), consume), path, fmt)
         return
     model = _keras_applications_model(spec)
     if fmt == "keras-app":
@@ -310,6 +310,9 @@ def model_from_weights(spec: ResNetSpec, weights: Mapping[str, np.ndarray], dtyp
     return _holding(spec, weights, policy(dtype))
 
 
+weights_to_save = export_weights  # a Keras model's files hold its variables and nothing besides
+
+
 def _holding(spec: ResNetSpec, weights: Mapping[str, np.ndarray], keras_dtype: str, consume: bool = False) -> ResNet:
     """A built model of the Keras dtype policy ``keras_dtype`` whose variables are created with their values.
 
@@ -339,13 +342,3 @@ def _holding(spec: ResNetSpec, weights: Mapping[str, np.ndarray], keras_dtype: s
             block.built = True
     model.built = True
     return model
-
-
-def load_checkpoint(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> ResNet:
-    """A float32 Keras ResNet from any supported file; the architecture from ``arch``, the file, or inferred."""
-    return model_from_weights(*checkpoint.load_for_model(path, arch))
-
-
-def save_checkpoint(model: ResNet, path: str | os.PathLike) -> None:
-    """Write the model in the format ``path`` names (no suffix: an Orbax directory), atomically, replacing it."""
-    checkpoint.save(path, export_weights(model), model.spec)

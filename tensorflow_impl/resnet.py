@@ -261,6 +261,11 @@ class Block(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="resnet_parity")
 class ResNet(keras.Model):
+    """The ResNet ``spec`` describes, NHWC; layers are named by torchvision's module paths ('layer1.0.conv1').
+
+    ``seed`` seeds the initialisers (torchvision's) through a local generator; the dtype policy comes in ``kwargs``.
+    """
+
     def __init__(self, spec: ResNetSpec, *, seed: int | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", spec.name), **kwargs)
         self.spec = spec

@@ -8,8 +8,6 @@ import pytest
 
 from shared import frameworks
 
-from torchvision_shim import install_torchvision_shim
-
 
 @pytest.fixture(scope="session")
 def impls() -> dict:
@@ -18,7 +16,9 @@ def impls() -> dict:
 
 
 def _library(name: str):
-    # timm imports torchvision, and so does transformers once torchvision is installed: see torchvision_shim
+    # timm imports torchvision, and so does transformers once torchvision is installed: see install_torchvision_shim
+    from pytorch_impl.references import install_torchvision_shim
+
     install_torchvision_shim()
     with frameworks.quiet_native_stderr():
         return importlib.import_module(name)

@@ -5,14 +5,18 @@ Speed itself is measured by the command (README "Speed"), never asserted here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from shared import frameworks
 from shared.bench import bench
 from shared.cli import main
-from shared.contract import Bench, missing_members
+from shared.contract import Bench, References, missing_members
 
 TINY = ("--arch", "resnet20", "--batch", "2", "--size", "16", "--repeats", "1", "--min-round", "0")
 
@@ -69,3 +73,33 @@ def test_usage_errors_exit_2(capsys):
             main(["bench", *args])
         assert exc.value.code == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("name", frameworks.installed())
+def test_reference_modules_meet_the_contract(name):
+    assert missing_members(frameworks.load_references(name), References) == []
+
+
+@pytest.mark.parametrize("ours_s, reference_s", [(0.0, 0.004), (0.004, 0.0)])
+def test_a_faster_ours_reads_above_one(monkeypatch, ours_s, reference_s):
+    """The ratio is the reference's time over ours: speed, not time. Pinned with steps of known duration."""
+    def sleeping(seconds: float):
+        return lambda: time.sleep(seconds)
+
+    monkeypatch.setattr(frameworks, "load_bench", lambda name: SimpleNamespace(ours=lambda *a, **k: sleeping(ours_s)))
+    monkeypatch.setattr(frameworks, "load_references", lambda name: SimpleNamespace(
+        references=lambda spec, size: ([("reference", lambda: None)], []),
+        reference_step=lambda build, *a, **k: sleeping(reference_s)))
+    report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", repeats=3, min_round_s=0)
+    (ratio,) = report.ratios
+    assert (ratio.median > 1) == (ours_s < reference_s) and (ratio.high > 1) == (ours_s < reference_s)
+
+
+def test_without_a_references_module_bench_times_ours_alone(monkeypatch):
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "pytorch_impl.references" else found(name, *args))
+    monkeypatch.delitem(sys.modules, "pytorch_impl.references", raising=False)
+    report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", repeats=1, min_round_s=0)
+    assert [c.role for c in report.candidates] == ["ours"]
+    assert report.notes == ["PyTorch: no reference models installed (pytorch_impl.references)"]

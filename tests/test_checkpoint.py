@@ -53,16 +53,14 @@ def small_files(impls, small_weights, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("first,second", list(permutations(NAMES, 2)))
 def test_every_format_pair_round_trips_bit_exact(small_files, small_weights, tmp_path, first, second):
-    ckpt = checkpoint.read(small_files[first])
-    spec, _ = checkpoint.architecture(ckpt, small_files[first])
+    source = checkpoint.Source.open(small_files[first]).read()
     middle = tmp_path / NAMES[second]
-    checkpoint.write(middle, ckpt.weights, spec)
-    ckpt = checkpoint.read(middle)
-    spec, _ = checkpoint.architecture(ckpt, middle)
+    checkpoint.Destination.open(middle).write(source.weights, source.spec)
+    source = checkpoint.Source.open(middle).read()
     end = tmp_path / f"back_{NAMES[first]}"
-    checkpoint.write(end, ckpt.weights, spec)
-    back = checkpoint.read(end)
-    assert checkpoint.architecture(back, end)[0] == SMALL
+    checkpoint.Destination.open(end).write(source.weights, source.spec)
+    back = checkpoint.Source.open(end).read()
+    assert back.spec == SMALL
     assert_identical(back.weights, small_weights, SMALL)
 
 
@@ -176,9 +174,9 @@ def test_msgpack_is_what_flax_serialization_writes(small_weights, impls, tmp_pat
     from flax import nnx, serialization
 
     checkpoint.save(tmp_path / "w.safetensors", small_weights, SMALL)
-    model = impls["jax"].load_checkpoint(tmp_path / "w.safetensors")
+    model = checkpoint.load_model("jax", tmp_path / "w.safetensors")
     flax_bytes = serialization.to_bytes(nnx.to_pure_dict(nnx.state(model)))
-    impls["jax"].save_checkpoint(model, tmp_path / "model.msgpack")
+    checkpoint.save_model(model, tmp_path / "model.msgpack")
     assert (tmp_path / "model.msgpack").read_bytes() == flax_bytes
     # written from canonical weights, without a model: the same bytes
     checkpoint.save(tmp_path / "weights.msgpack", small_weights, SMALL)
@@ -318,9 +316,9 @@ def test_notop_keras_applications_file_is_refused_with_a_reason(impls, tmp_path)
 
 
 @pytest.mark.parametrize("framework", ["torch", "tf", "jax"])
-def test_load_checkpoint_reads_any_format_into_any_framework(small_files, small_weights, impls, framework):
+def test_load_model_reads_any_format_into_any_framework(small_files, small_weights, impls, framework):
     for fmt, path in small_files.items():
-        model = impls[framework].load_checkpoint(path)
+        model = checkpoint.load_model(framework, path)
         assert model.spec == SMALL, fmt
         assert_identical(impls[framework].export_weights(model), small_weights, SMALL)
 
@@ -328,19 +326,19 @@ def test_load_checkpoint_reads_any_format_into_any_framework(small_files, small_
 @pytest.mark.parametrize("framework,names", [
     ("torch", ["m.pt", "m.safetensors"]), ("tf", ["m.keras", "m.weights.h5"]), ("jax", ["m_orbax", "m.msgpack"]),
 ])
-def test_save_checkpoint_writes_and_replaces(small_files, small_weights, impls, tmp_path, framework, names):
-    model = impls[framework].load_checkpoint(small_files["safetensors"])
+def test_save_model_writes_and_replaces(small_files, small_weights, tmp_path, framework, names):
+    model = checkpoint.load_model(framework, small_files["safetensors"])
     for name in names:
-        impls[framework].save_checkpoint(model, tmp_path / name)
-        impls[framework].save_checkpoint(model, tmp_path / name)  # the API replaces, atomically
+        checkpoint.save_model(model, tmp_path / name)
+        checkpoint.save_model(model, tmp_path / name)  # the API replaces, atomically
         weights, _ = checkpoint.load(tmp_path / name)
         assert_identical(weights, small_weights, SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)  # no temporary left behind
 
 
-def test_load_checkpoint_with_arch_of_another_architecture_says_what_differs(small_files, impls):
+def test_load_model_with_arch_of_another_architecture_says_what_differs(small_files):
     with pytest.raises(CheckpointError, match=r"do not fit resnet34: .*missing .*the weights look like resnet18"):
-        impls["torch"].load_checkpoint(small_files["torch"], arch="resnet34")
+        checkpoint.load_model("torch", small_files["torch"], arch="resnet34")
 
 
 # ----------------------------------------------------------------------------- state_dict wrappers, d2l, dtypes
@@ -371,14 +369,14 @@ def test_d2l_seed_state_dict_is_renamed(impls, tmp_path):
         d2l[key] = value
     assert "1.0.conv1.weight" in d2l and "2.0.conv3.weight" in d2l and "7.weight" in d2l
     path = torch_save(as_torch(d2l), tmp_path / "d2l.pt")
-    ckpt = checkpoint.read(path, "d2l")
-    assert checkpoint.architecture(ckpt, path)[0] == spec
-    assert_identical(ckpt.weights, weights, spec)
+    source = checkpoint.Source.open(path, "d2l").read()
+    assert source.spec == spec
+    assert_identical(source.weights, weights, spec)
 
 
 def test_d2l_format_refuses_other_state_dicts(small_files):
     with pytest.raises(CheckpointError, match="not a d2l seed state_dict"):
-        checkpoint.read(small_files["torch"], "d2l")
+        checkpoint.Source.open(small_files["torch"], "d2l").read()
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -387,17 +385,17 @@ def test_half_precision_becomes_float32_or_is_kept(impls, small_weights, tmp_pat
 
     half = {k: v.to(getattr(torch, dtype)) for k, v in as_torch(small_weights).items()}
     path = torch_save(half, tmp_path / "half.pt")
-    ckpt = checkpoint.read(path)
-    spec, _ = checkpoint.architecture(ckpt, path)
-    assert ckpt.weights["conv1.weight"].dtype.name == dtype
-    as32, notes = checkpoint.prepare(ckpt.weights, spec, path)
+    source = checkpoint.Source.open(path).read()
+    spec = source.spec
+    assert source.weights["conv1.weight"].dtype.name == dtype
+    as32, notes = checkpoint.prepare(source.weights, spec, path)
     assert as32["conv1.weight"].dtype == np.float32 and "float32" in notes[0]
     for key, value in half.items():  # the upcast is exact: compare with torch's own
         assert np.array_equal(as32[key], value.float().numpy()), key
-    kept, notes = checkpoint.prepare(ckpt.weights, spec, path, keep_dtype=True)
+    kept, notes = checkpoint.prepare(source.weights, spec, path, keep_dtype=True)
     assert notes == []
     for name in ("k.safetensors", "k.pt", "k.weights.h5", "k_orbax", "k.msgpack"):
-        checkpoint.write(tmp_path / name, kept, spec)
+        checkpoint.Destination.open(tmp_path / name).write(kept, spec)
         assert_identical(checkpoint.load(tmp_path / name)[0], kept, spec)
 
 
@@ -449,9 +447,9 @@ def test_a_forged_architecture_record_is_refused(small_weights, tmp_path):
 
     meta = {"resnet_parity.arch": "resnet18", "resnet_parity.overrides": json.dumps({"layers": [10**9] * 4})}
     save_file(small_weights, tmp_path / "forged.safetensors", metadata=meta)
-    ckpt = checkpoint.read(tmp_path / "forged.safetensors")
+    source = checkpoint.Source.open(tmp_path / "forged.safetensors")
     with pytest.raises(CheckpointError, match="4000000000 blocks, but holds only"):
-        checkpoint.architecture(ckpt, tmp_path / "forged.safetensors")
+        source.read()
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -506,7 +504,7 @@ def test_a_failing_writer_leaves_nothing_behind(small_weights, tmp_path, monkeyp
         Path(path).write_bytes(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "write_safetensors", half_then_fail)
+    monkeypatch.setattr(checkpoint.safetensors, "write_weights", half_then_fail)
     with pytest.raises(CheckpointError, match=r"new.safetensors: cannot write safetensors \(canonical\): disk full"):
         checkpoint.save(tmp_path / "new.safetensors", small_weights, SMALL)
     assert list(tmp_path.iterdir()) == []
@@ -515,7 +513,7 @@ def test_a_failing_writer_leaves_nothing_behind(small_weights, tmp_path, monkeyp
 def test_a_failed_overwrite_keeps_the_old_file(small_weights, tmp_path, monkeypatch):
     checkpoint.save(tmp_path / "w.safetensors", small_weights, SMALL)
     before = (tmp_path / "w.safetensors").read_bytes()
-    monkeypatch.setattr(checkpoint, "write_safetensors", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(checkpoint.safetensors, "write_weights", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(CheckpointError, match="boom"):
         checkpoint.save(tmp_path / "w.safetensors", small_weights, SMALL)
     assert (tmp_path / "w.safetensors").read_bytes() == before

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import as_torch, torch_save
-from shared import frameworks
+from shared import checkpoint, frameworks
 from shared.cli import main
-from shared.parity import assert_parity
+from shared import assert_parity
 from shared.spec import get_spec
 from shared.weights import randomize
 
@@ -65,7 +65,7 @@ def test_your_own_weights(capsys, tmp_path, impls, name, writer):
         torch_save(as_torch(weights), path)
     else:
         model = frameworks.load_checkpoints(writer).model_from_weights(get_spec(ARCH), weights)
-        impls[writer].save_checkpoint(model, path)
+        checkpoint.save_model(model, path)
     code, out, err = compare(capsys, "--weights", str(path), "--json")
     report = json.loads(out)
     assert code == 0, err + out

@@ -107,9 +107,7 @@ def outcome(path: Path, fmt: str) -> str | None:
     """None if the file read and checked out; the error message if it was refused cleanly. Anything else raises."""
     try:
         arch = SPEC if fmt == "keras-by-position" else None
-        ckpt = checkpoint.read(path, FORMAT.get(fmt, fmt), arch)
-        spec, _ = checkpoint.architecture(ckpt, path, arch)
-        checkpoint.prepare(ckpt.weights, spec, path)
+        checkpoint.Source.open(path, FORMAT.get(fmt, fmt)).read(arch).prepared()
     except CheckpointError as err:
         return str(err)
     return None

@@ -24,10 +24,10 @@ from safetensors.torch import load_file
 from shared import checkpoint, frameworks
 from shared.checkpoint import CheckpointError
 from shared.cli import main
-from shared.libraries import differing
 from shared.convert import convert
 from shared.parity import FIXED_FLOAT32, check_tensors, rule_for
-from shared.spec import get_spec
+from shared.infer import LABELS
+from shared.spec import differing, get_spec
 from shared.weights import canonical_shapes, count_parameters, randomize, relative_error
 
 import library_models
@@ -48,11 +48,11 @@ def torch_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 def our_errors(path, x: np.ndarray, reference: np.ndarray, arch=None) -> dict[str, float]:
-    """Each framework's load_checkpoint of ``path``: the relative error of its logits against ``reference``."""
+    """Each framework's load_model of ``path``: the relative error of its logits against ``reference``."""
     errors = {}
     for name in FRAMEWORKS:
-        impl = frameworks.load(name)
-        errors[name] = relative_error(impl.features(impl.load_checkpoint(path, arch), x)["fc"], reference)
+        model = checkpoint.load_model(name, path, arch)
+        errors[name] = relative_error(frameworks.load(name).features(model, x)["fc"], reference)
     return errors
 
 
@@ -89,11 +89,11 @@ def timm_files(timm, tmp_path_factory):
 def test_timm_resnet_d_reads_into_every_framework(timm_files):
     folder, x, reference = timm_files
     for path in (folder / "hub" / "model.safetensors", folder / "checkpoint-3.pth.tar"):
-        ckpt = checkpoint.read(path)  # by its keys: no format, no architecture named
-        spec, notes = checkpoint.architecture(ckpt, path)
-        assert spec == get_spec("resnet18d", num_classes=10), notes
-    ckpt = checkpoint.read(folder / "hub")
-    assert ckpt.format.name == "timm" and ckpt.spec == spec
+        source = checkpoint.Source.open(path).read()  # by its keys: no format, no architecture named
+        spec = source.spec
+        assert spec == get_spec("resnet18d", num_classes=10), source.notes
+    source = checkpoint.Source.open(folder / "hub").read()
+    assert source.format.name == "timm" and source.recorded == spec
     errors = our_errors(folder / "hub", x, reference)
     assert max(errors.values()) <= TOL, errors
 
@@ -102,7 +102,7 @@ def test_timm_resnet_d_reads_into_every_framework(timm_files):
 def test_timm_loads_what_we_write_strictly(timm, timm_files, tmp_path, name):
     folder, x, reference = timm_files
     weights, spec = checkpoint.load(folder / "hub")
-    checkpoint.write(tmp_path / name, weights, spec, "timm")
+    checkpoint.Destination.open(tmp_path / name, "timm").write(weights, spec)
     model = timm.create_model("resnet18d", num_classes=10)
     timm.models.load_checkpoint(model, str(tmp_path / name), strict=True)
     assert np.array_equal(torch_logits(model.eval(), x), reference)
@@ -112,7 +112,7 @@ def test_timm_loads_what_we_write_strictly(timm, timm_files, tmp_path, name):
 def test_timm_refuses_what_it_has_no_model_for(tmp_path):
     spec = get_spec("resnet18d", layers=(1, 1, 1, 1))
     with pytest.raises(CheckpointError, match="timm has no model for resnet18d"):
-        checkpoint.write(tmp_path / "x.safetensors", randomize(spec), spec, "timm")
+        checkpoint.Destination.open(tmp_path / "x.safetensors", "timm").write(randomize(spec), spec)
 
 
 def test_a_timm_state_dict_of_another_model_is_named(capsys, tmp_path):
@@ -170,11 +170,11 @@ def hf_dirs(transformers, tmp_path_factory):
 def test_hf_directory_reads_into_every_framework(hf_dirs, name):
     dirs, x = hf_dirs
     path, old, reference = dirs[name]
-    ckpt = checkpoint.read(path)
-    spec, _ = checkpoint.architecture(ckpt, path)
-    assert ckpt.format.name == "hf" and spec.stride_on == ("1x1" if name == "v1" else "3x3")
+    source = checkpoint.Source.open(path).read()
+    spec = source.spec
+    assert source.format.name == "hf" and spec.stride_on == ("1x1" if name == "v1" else "3x3")
     assert spec.layers == tuple(HF_CONFIGS[name]["depths"]) and spec.num_classes == 10
-    assert_same_weights(checkpoint.load(old)[0], ckpt.weights, spec)
+    assert_same_weights(checkpoint.load(old)[0], source.weights, spec)
     errors = our_errors(path, x, reference)
     assert max(errors.values()) <= TOL, errors
 
@@ -183,7 +183,7 @@ def test_hf_directory_reads_into_every_framework(hf_dirs, name):
 def test_transformers_loads_what_we_write_with_no_missing_keys(transformers, hf_dirs, tmp_path, name):
     dirs, x = hf_dirs
     weights, spec = checkpoint.load(dirs[name][0])
-    checkpoint.write(tmp_path / "back", weights, spec, "hf")
+    checkpoint.Destination.open(tmp_path / "back", "hf").write(weights, spec)
     model, info = transformers.ResNetForImageClassification.from_pretrained(tmp_path / "back", output_loading_info=True)
     assert not any(info.values()), info
     assert np.array_equal(torch_logits(model.eval(), x), dirs[name][2])
@@ -194,11 +194,11 @@ def test_hf_weights_file_alone_reads_with_the_arch_given_or_assumed(hf_dirs):
     dirs, _ = hf_dirs
     file = dirs["v1"][0] / "model.safetensors"
     weights, spec = checkpoint.load(dirs["v1"][0])
-    ckpt = checkpoint.read(file)  # HF's names give it away; v1 or v1.5, they cannot tell
-    assert ckpt.format.name == "hf"
-    assert any("not recorded in the weights" in note for note in checkpoint.architecture(ckpt, file)[1])
-    assert checkpoint.architecture(ckpt, file, arch=spec)[0] == spec
-    assert_same_weights(ckpt.weights, weights, spec)
+    source = checkpoint.Source.open(file).read()  # HF's names give it away; v1 or v1.5, they cannot tell
+    assert source.format.name == "hf"
+    assert any("not recorded in the weights" in note for note in source.notes)
+    assert checkpoint.Source.open(file).read(arch=spec).spec == spec
+    assert_same_weights(source.weights, weights, spec)
 
 
 def test_hf_bad_input_is_one_line(transformers, hf_dirs, capsys, tmp_path):
@@ -251,14 +251,14 @@ def keras_hub_presets(keras_hub, tmp_path_factory):
 def test_keras_hub_preset_reads_into_every_framework(keras_hub_presets, name):
     presets, x = keras_hub_presets
     path, reference = presets[name]
-    ckpt = checkpoint.read(path)
-    spec, _ = checkpoint.architecture(ckpt, path)
-    assert ckpt.format.name == "keras-hub"
+    source = checkpoint.Source.open(path).read()
+    spec = source.spec
+    assert source.format.name == "keras-hub"
     assert spec.name == {"v1": "resnet18", "v2": "keras_hub_resnet50v2", "vd": "keras_hub_resnet18vd"}[name]
     # a classifier's own .weights.h5 records no architecture: read with the preset's
     whole = path.parent / f"{name}.weights.h5"
     assert checkpoint.detect_format(whole).name == "keras-hub"  # by its nested backbone
-    assert_same_weights(checkpoint.load(whole, arch=spec)[0], ckpt.weights, spec)
+    assert_same_weights(checkpoint.load(whole, arch=spec)[0], source.weights, spec)
     errors = our_errors(path, x, reference)
     assert max(errors.values()) <= TOL, errors
 
@@ -269,7 +269,7 @@ def test_keras_hub_preset_reads_into_every_framework(keras_hub_presets, name):
 def test_keras_hub_loads_the_preset_we_write(keras_hub, keras_hub_presets, tmp_path, name):
     presets, x = keras_hub_presets
     weights, spec = checkpoint.load(presets[name][0])
-    checkpoint.write(tmp_path / "back", weights, spec, "keras-hub")
+    checkpoint.Destination.open(tmp_path / "back", "keras-hub").write(weights, spec)
     model = keras_hub.models.ResNetImageClassifier.from_preset(str(tmp_path / "back"))
     assert np.array_equal(np.asarray(model(x, training=False)), presets[name][1])
     assert isinstance(keras_hub.models.ResNetBackbone.from_preset(str(tmp_path / "back")), keras_hub.models.ResNetBackbone)
@@ -288,10 +288,10 @@ def test_keras_hub_bad_input_is_one_line(keras_hub_presets, capsys, tmp_path):
         capsys, presets["v1"][0].parent / "v1.weights.h5", tmp_path / "b.pt")
     spec = get_spec("resnet18", stem="cifar")
     with pytest.raises(CheckpointError, match=f"^{tmp_path / 'c'}: keras-hub has no ResNet with stem='cifar'"):
-        checkpoint.write(tmp_path / "c", randomize(spec), spec, "keras-hub")
+        checkpoint.Destination.open(tmp_path / "c", "keras-hub").write(randomize(spec), spec)
     spec = get_spec("resnet20")
     with pytest.raises(CheckpointError, match="keras-hub has no ResNet like resnet20: .* first stack has 64 filters"):
-        checkpoint.write(tmp_path / "d", randomize(spec), spec, "keras-hub")
+        checkpoint.Destination.open(tmp_path / "d", "keras-hub").write(randomize(spec), spec)
 
 
 # Kaggle's presets: (config, the preset here); vd_50 and up are timm's resnet50d.. resnet152d
@@ -352,10 +352,10 @@ def flax_example(tmp_path_factory):
 
 def test_flax_example_reads_into_every_framework(flax_example):
     _, _, folder, x, reference = flax_example
-    ckpt = checkpoint.read(folder / "variables.msgpack")  # a .msgpack, recognised by its names
-    spec, _ = checkpoint.architecture(ckpt, folder / "variables.msgpack")
-    assert ckpt.format.name == "flax-linen" and (spec.padding, spec.stem_padding) == ("tf_same", "symmetric")
-    assert spec.layers == (2, 2) and spec.widths == (16, 32) and "layer1.0.downsample.0.weight" not in ckpt.weights
+    source = checkpoint.Source.open(folder / "variables.msgpack").read()  # a .msgpack, recognised by its names
+    spec = source.spec
+    assert source.format.name == "flax-linen" and (spec.padding, spec.stem_padding) == ("tf_same", "symmetric")
+    assert spec.layers == (2, 2) and spec.widths == (16, 32) and "layer1.0.downsample.0.weight" not in source.weights
     errors = our_errors(folder / "variables.msgpack", x, reference)
     assert max(errors.values()) <= TOL, errors
 
@@ -364,9 +364,9 @@ def test_flax_example_training_checkpoint_reads_too(flax_example):
     _, _, folder, _, _ = flax_example
     weights, spec = checkpoint.load(folder / "variables.msgpack")
     path = folder / "workdir" / "checkpoint_7"
-    ckpt = checkpoint.read(path, "flax-linen")
-    assert checkpoint.architecture(ckpt, path)[0] == spec
-    assert_same_weights(ckpt.weights, weights, spec)
+    source = checkpoint.Source.open(path, "flax-linen").read()
+    assert source.spec == spec
+    assert_same_weights(source.weights, weights, spec)
 
 
 def test_flax_example_padding_is_not_torchs(flax_example):
@@ -384,7 +384,7 @@ def test_the_flax_example_loads_what_we_write(flax_example, tmp_path, name):
 
     model, variables, folder, x, reference = flax_example
     weights, spec = checkpoint.load(folder / "variables.msgpack")
-    checkpoint.write(tmp_path / name, weights, spec, "flax-linen")
+    checkpoint.Destination.open(tmp_path / name, "flax-linen").write(weights, spec)
     if name.endswith(".msgpack"):
         back = serialization.from_bytes(variables, (tmp_path / name).read_bytes())
     else:
@@ -396,7 +396,7 @@ def test_the_flax_example_loads_what_we_write(flax_example, tmp_path, name):
 def test_the_flax_example_builds_no_torchvision_resnet(tmp_path):
     spec = get_spec("resnet18")  # pads its 3x3s symmetrically: the example would compute something else
     with pytest.raises(CheckpointError, match="the Flax ImageNet example has no ResNet with padding='symmetric'"):
-        checkpoint.write(tmp_path / "x.msgpack", randomize(spec), spec, "flax-linen")
+        checkpoint.Destination.open(tmp_path / "x.msgpack", "flax-linen").write(randomize(spec), spec)
 
 
 # ----------------------------------------------------------------------------- ONNX
@@ -424,7 +424,7 @@ def test_onnx_export_is_verified_in_onnxruntime(tmp_path):
     model = frameworks.load_checkpoints("torch").model_from_weights(spec, weights)
     assert relative_error(got, frameworks.load("torch").features(model, x)["fc"]) <= TOL
     with pytest.raises(CheckpointError, match="can be written but not read"):
-        checkpoint.read(tmp_path / "small.onnx", "onnx")
+        checkpoint.Source.open(tmp_path / "small.onnx", "onnx")
 
 
 # ----------------------------------------------------------------------------- torchvision's ResNeXt and Wide ResNets, timm's SE and ECA
@@ -485,12 +485,13 @@ def ports_both_ways(model: torch.nn.Module, fresh, spec, path, arch=None) -> Non
     x = batch(40)  # 40 px: odd maps (5 -> 3) where ResNet-D's ceil_mode decides the average pool
     reference = torch_logits(model, x)
     truth = torch_logits(copy.deepcopy(model).double(), x.astype(np.float64))  # the library's float64 run: the truth
-    read, weights = checkpoint.load_for_model(path / "library.pth", arch)
-    assert not differing(read, spec), differing(read, spec)
+    source = checkpoint.Source.open(path / "library.pth").read(arch)
+    read, weights = source.spec, source.float32()
+    assert not differing(read, spec, ignore=LABELS), differing(read, spec, ignore=LABELS)
     rule, rule64 = rule_for("float32", "eval", None), rule_for("float64", "eval", None)
     for fw in FRAMEWORKS:
         impl, build = frameworks.load(fw), frameworks.load_checkpoints(fw).model_from_weights
-        ours = impl.load_checkpoint(path / "library.pth", arch)
+        ours = checkpoint.load_model(fw, path / "library.pth", arch)
         (check,) = check_tensors(["fc"], impl.features(ours, x), {"fc": reference}, {"fc": truth}, rule)
         with impl.numerics("float64"):
             wide = impl.features(build(spec, {k: v.astype(np.float64) for k, v in weights.items()}, "float64"),
@@ -501,7 +502,7 @@ def ports_both_ways(model: torch.nn.Module, fresh, spec, path, arch=None) -> Non
         assert check.passed and check64.passed, (fw, check, check64)
         exported = impl.export_weights(ours)
         for file in (f"{fw}.pth", f"{fw}.safetensors"):
-            checkpoint.write(path / file, exported, spec, "torch" if file.endswith(".pth") else "safetensors")
+            checkpoint.save(path / file, exported, spec, "torch" if file.endswith(".pth") else "safetensors")
             back = fresh()
             back.load_state_dict(torch.load(path / file) if file.endswith(".pth") else load_file(path / file), strict=True)
             assert np.array_equal(torch_logits(back.eval(), x), reference), (fw, file)

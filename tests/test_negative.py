@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from shared import frameworks
+from shared.cli.report import format_table
 from shared.parity import compare
 from shared.spec import get_spec
 from shared.weights import WeightMismatchError, randomize
@@ -113,7 +114,7 @@ def test_first_divergence_names_the_broken_block():
             names = [c.name for c in result.checks]
             assert result.first_divergence == "layer3.1"
             assert all(c.passed for c in result.checks[: names.index("layer3.1")])
-            assert "MISMATCH: first divergence at layer3.1" in report.table()
+            assert "MISMATCH: first divergence at layer3.1" in format_table(report)
 
 
 @pytest.mark.parametrize("fw", ["torch", "tf", "jax"])

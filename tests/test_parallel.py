@@ -25,11 +25,10 @@ import pytest
 
 from shared import parallel
 from shared.cli import main
-from shared.parity import rule_for, starting_weights
+from shared.parity import PARITY_RECIPE, rule_for
+from shared.parity.inputs import starting_weights
+from shared.parity.training import PerShard, Trace, _trace_replica, check_traces, random_batches, trace_training
 from shared.spec import get_spec
-from shared.train_parity import (
-    PARITY_RECIPE, PerShard, Trace, _trace_replica, check_traces, random_batches, trace_training,
-)
 
 SPEC = get_spec("resnet20", layers=(1, 1, 1), widths=(4, 8, 16), stem_width=4)
 DEVICES, BATCH, SIZE, STEPS = 2, 8, 8, 3
@@ -62,7 +61,7 @@ def reference(sync_bn: bool, problem) -> Trace:
     key = ("reference", sync_bn)
     if key not in _TRACES:
         weights, batches, recipe = problem
-        _TRACES[key] = trace_training("torch", SPEC, weights, batches, recipe, dtype="float64", checkpoints=CHECKPOINTS,
+        _TRACES[key] = trace_training("torch", SPEC, weights, batches, recipe, dtype="float64", record_steps=CHECKPOINTS,
                                       engine=None if sync_bn else PerShard("torch", DEVICES))
     return _TRACES[key]
 

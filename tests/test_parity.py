@@ -16,9 +16,10 @@ import pytest
 from helpers import random_images
 from shared import frameworks
 from shared.cli import main
-from shared.parity import check_tensors, compare, eval_tensors, rule_for
+from shared.cli.report import format_table
+from shared.parity import check_tensors, compare, rule_for, train_parity
+from shared.parity.eval import eval_tensors
 from shared.spec import get_spec, list_specs
-from shared.train_parity import train_parity
 from shared.weights import randomize
 
 FRAMEWORKS = list(frameworks.FRAMEWORKS)
@@ -117,7 +118,8 @@ def test_full_size_224(arch):
     assert report.inputs["shape"] == [1, 224, 224, 3]
     assert [c.name for c in report.results[0].checks] == eval_tensors(spec)
     for result in report.results:
-        assert result.passed, report.table(per_layer=True)
+        assert result.passed, format_table(report, per_layer=True)
+
 
 
 # --------------------------------------------------------------------------- a training step
@@ -135,7 +137,7 @@ def test_training_step_of_grouped_and_gated_blocks(name, dtype, source):
     """One SGD step: the grouped conv's and the gates' gradients, parameters and BN statistics; 32x32, batch 4, so the
     last stage's BNs average 64 values per channel."""
     report = train_parity(SMALL_VARIANTS[name], steps=1, source=source, dtype=dtype, size=32, batch=4)
-    assert report.passed, report.table(per_layer=True)
+    assert report.passed, format_table(report, per_layer=True)
 
 
 # ``compare --arch NAME --train-steps 1 --size 32`` on every preset (issue 18, Deliver 6): PyTorch's weights and steps

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from shared import frameworks
+from shared.cli.report import format_table
 from shared.parity import TOLERANCE, compare
 from shared.spec import get_spec
 
@@ -24,7 +25,7 @@ def targets_of(report):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_ports_pass(dtype):
     report = compare("resnet18", targets=["torch", *TARGETS], dtype=dtype, size=SIZE, seed=3)
-    assert report.passed, report.table(per_layer=True)
+    assert report.passed, format_table(report, per_layer=True)
     assert report.rule["k"] == TOLERANCE[dtype]["eval"].k
 
 

@@ -31,10 +31,10 @@ import torch
 from shared import frameworks
 from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert_running_var, learning_rates
 from shared.spec import get_spec
-from shared.parity import TOLERANCE, Bound, rule_for
-from shared.train_parity import (
-    FLOOR_SAMPLES, check_traces, fact_of, floor_runs, random_batches, rounded_otherwise, trace_training, train_parity,
-)
+from shared.parity import TOLERANCE, Bound, rule_for, train_parity
+from shared.parity.report import fact_of
+from shared.parity.rule import FLOOR_SAMPLES, rounded_otherwise
+from shared.parity.training import check_traces, floor_runs, random_batches, trace_training
 from shared.weights import canonical_layers, randomize, relative_error, resolve
 
 NAMES = ["torch", "tf", "jax"]
@@ -71,10 +71,10 @@ class Run:
         """A framework's trace; with ``model``/``optimizer``/``recipe`` overrides, a fresh deliberately-wrong one."""
         if kw:
             recipe = kw.pop("recipe", self.recipe)
-            return trace_training(name, self.spec, self.weights, self.batches, recipe, dtype=self.dtype, checkpoints=(1, STEPS), **kw)
+            return trace_training(name, self.spec, self.weights, self.batches, recipe, dtype=self.dtype, record_steps=(1, STEPS), **kw)
         if name not in self.traces:
             self.traces[name] = trace_training(name, self.spec, self.weights, self.batches, self.recipe,
-                                               dtype=self.dtype, checkpoints=(1, STEPS))
+                                               dtype=self.dtype, record_steps=(1, STEPS))
         return self.traces[name]
 
     def truth(self, name: str):
@@ -86,7 +86,7 @@ class Run:
             wide = {k: v.astype(np.float64) for k, v in self.weights.items()}
             batches = [(x.astype(np.float64), y) for x, y in self.batches]
             self.traces[key] = trace_training(name, self.spec, wide, batches, self.recipe, dtype="float64",
-                                              checkpoints=(1, STEPS))
+                                              record_steps=(1, STEPS))
         return self.traces[key]
 
     def check(self, trace, reference: str) -> dict:
@@ -229,7 +229,7 @@ def test_stock_keras_adam_epsilon_is_caught(runs):
 
 def test_train_parity_report():
     report = train_parity("resnet20", 2, targets=["torch", "tf"], batch=4, size=32)
-    assert report.passed, report.table()
+    assert report.passed, format_table(report)
     assert report.mode == "train" and [r.framework for r in report.results] == ["torch", "tf"]
     assert report.extra["checkpoints"] == [1, 2] and report.extra["bn_variance"] == {"torch": "unbiased", "tf": "biased"}
     names = {c.name for c in report.results[1].checks}
@@ -263,8 +263,8 @@ def test_floor_samples_reorder_and_round_the_input_otherwise():
 
     spec = get_spec("resnet20")
     weights, batches = randomize(spec, 0), [(x, np.arange(4))]
-    reference = trace_training("torch", spec, weights, batches, SGD_NESTEROV, checkpoints=(1,))
-    samples = floor_runs("torch", spec, weights, batches, SGD_NESTEROV, dtype="float32", checkpoints=(1,), device="cpu", seed=0)
+    reference = trace_training("torch", spec, weights, batches, SGD_NESTEROV, record_steps=(1,))
+    samples = floor_runs("torch", spec, weights, batches, SGD_NESTEROV, dtype="float32", record_steps=(1,), device="cpu", seed=0)
     assert len(samples) == FLOOR_SAMPLES
     for sample in samples:  # the logits are put back in order: the same function of a barely moved input
         assert 0 < relative_error(sample.logits, reference.logits) < 1e-5

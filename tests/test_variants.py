@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from flax import nnx
 from torch import nn
 
-from shared import frameworks
+from shared import checkpoint, frameworks
 from shared.parity import FIXED_FLOAT32
 from shared.spec import get_spec
 from shared.summary import summary
@@ -179,7 +179,7 @@ def test_d2l_state_dict_ports_to_every_framework(d2l_net: nn.Sequential, tmp_pat
     x = np.random.default_rng(0).normal(size=(2, 64, 64, 1)).astype(np.float32)
     with torch.no_grad():
         expected = d2l_net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    model = torch_impl.load_checkpoint(tmp_path / "d2l.pth", arch="d2l_resnet18")
+    model = checkpoint.load_model("torch", tmp_path / "d2l.pth", arch="d2l_resnet18")
     # the same PyTorch ops in the same order: bit for bit
     assert np.array_equal(torch_impl.features(model, x)["fc"], expected)
     canonical = torch_impl.export_weights(model)
@@ -296,18 +296,14 @@ def test_seed_torch_counts_and_keys(preset: str):
     "seed_torch_cifar", pytest.param("seed_torch_resnet50", marks=pytest.mark.slow),
 ])
 def test_seed_torch_state_dict_ports_to_every_framework(tmp_path, preset: str):
-    from shared import checkpoint
-
     net = seed_torch_net(preset)
     torch.save(net.state_dict(), tmp_path / "seed.pt")
-    ckpt = checkpoint.read(tmp_path / "seed.pt")  # recognised by its keys, renamed by the alias table
-    spec, notes = checkpoint.architecture(ckpt, tmp_path / "seed.pt")
-    assert spec == get_spec(preset), notes
+    source = checkpoint.Source.open(tmp_path / "seed.pt").read()  # recognised by its keys, renamed by the alias table
+    assert source.spec == get_spec(preset), source.notes
     size = 32 if preset == "seed_torch_cifar" else 64
     x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
     with torch.no_grad():
         expected = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     for framework in ("torch", "tf", "jax"):
-        impl = frameworks.load(framework)
-        logits = impl.features(impl.load_checkpoint(tmp_path / "seed.pt"), x)["fc"]
+        logits = frameworks.load(framework).features(checkpoint.load_model(framework, tmp_path / "seed.pt"), x)["fc"]
         assert relative_error(logits, expected) <= TOLERANCE, framework

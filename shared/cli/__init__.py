@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ResNetParityError
+from .. import frameworks
+from ..errors import ResNetParityError, one_line
+from ..version import __version__
 from . import bench, compare, convert, summary, train
-from .base import EXIT_USAGE, flags
+from .base import EXIT_INTERNAL, EXIT_USAGE, flags
 
 # subcommand -> (module with add_arguments(parser) and run(args) -> exit code, one-line help)
 SUBCOMMANDS = {
@@ -25,13 +27,23 @@ SUBCOMMANDS = {
     "bench": (bench, "img/s of our models against each framework's reference model, side by side"),
 }
 
+
+def version() -> str:
+    """'resnet-parity 0.2.0 (torch 2.13.0, ...)': ours and each installed framework's, none of them imported."""
+    found = [f"{dist} {v}" for per in frameworks.versions(list(frameworks.FRAMEWORKS)).values()
+             for dist, v in per.items() if v != "not installed"]
+    return f"resnet-parity {__version__}" + (f" ({', '.join(found)})" if found else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     title, _, details = __doc__.strip().partition("\n\n")
     parser = argparse.ArgumentParser(
         prog="resnet-parity", description=title.split(": ", 1)[1] + "\n\n" + details,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 pass, 1 mismatch (compare, convert), 2 bad input. 'resnet-parity COMMAND --help' for more.")
+        epilog="exit codes: 0 pass, 1 mismatch (compare, convert), 2 bad input, 3 internal error (a bug: please report it "
+               "with what --debug prints). 'resnet-parity COMMAND --help' for more.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -48,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ResNetParityError, ValueError, OSError, ModuleNotFoundError) as exc:
+    except (ResNetParityError, OSError) as exc:  # the input, or a file the system refuses: the user can fix it
         if args.debug:
             raise
         print(f"resnet-parity {args.command}: error: {flags(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # anything else is a bug of ours
+        if args.debug:
+            raise
+        print(f"resnet-parity {args.command}: internal error, please report it with the traceback --debug prints: "
+              f"{type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ResNetParityError
+from ..errors import CliError  # noqa: F401  (the subcommands raise it from here)
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3  # 3: a bug of ours, not the input
 
 
 # The library names the keyword argument that would fix a problem (``force=True``); the command line's word for it.
@@ -26,7 +26,3 @@ def flags(text: str) -> str:
         return FLAGS[m[1]] if value in ("True", "False", "") else f"{FLAGS[m[1]]} {value}"
 
     return _KEYWORD.sub(flag, text)
-
-
-class CliError(ResNetParityError):
-    """A problem with the command line itself: printed as one line, exit code 2."""

@@ -6,10 +6,10 @@ import argparse
 import json
 
 from .. import frameworks
-from ..bench import bench
+from ..bench import BenchReport, bench
+from ..parity.report import jsonable
 from ..spec import DTYPES, list_specs
 from .base import EXIT_OK, CliError
-from .compare import jsonable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "interleaved rounds whose order rotates, so the machine's load falls on all alike. img/s is the median "
         "over rounds, with the slowest and fastest; 'ours / reference' is the median of the per-round speed "
         "ratios (> 1: ours is faster). References: torchvision (or a CIFAR ResNet in its style), keras.applications "
-        "(or its style), the Flax ImageNet example's linen ResNet; those written here live in benchmarks/. For figures, "
+        "(or its style), the Flax ImageNet example's linen ResNet, from each framework package's optional references module. For figures, "
         "time one framework per process (--frameworks FW): in one process their thread pools compete.")
     parser.add_argument("--arch", required=True, choices=list_specs(), metavar="NAME", help="preset architecture")
     parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset (default: all installed)")
@@ -43,5 +43,28 @@ def run(args: argparse.Namespace) -> int:
     names = [frameworks.canonical_name(n) for n in args.frameworks] if args.frameworks else None
     report = bench(args.arch, targets=names, batch=args.batch, size=args.size, mode=args.mode, compile=args.compile,
                    dtype=args.dtype, repeats=args.repeats, min_round_s=args.min_round, references=not args.no_reference)
-    print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else report.table())
+    print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else format_table(report))
     return EXIT_OK
+
+
+def format_table(report: BenchReport) -> str:
+    """The report for people: one row per candidate, then the speed ratios."""
+    head = (f"{report.arch}, batch {report.batch}, {report.size}x{report.size}, {report.dtype}"
+            f"{', compiled' if report.compile else ''}; median of {report.repeats} interleaved rounds "
+            f"(load average {report.machine['load_average']:.1f} on {report.machine['cpus']} CPUs)")
+    lines = [head, "",
+             f"{'framework':<10} {'mode':<6} {'model':<34} {'img/s':>8} {'min..max':>15} {'build s':>8} "
+             f"{'1st call s':>10} {'peak MB':>8}"]
+    for c in report.candidates:
+        d = c.to_dict(report.batch)
+        peak = "-" if c.peak_mb is None else f"{c.peak_mb:.0f}"
+        lines.append(f"{frameworks.LABELS[c.framework]:<10} {c.mode:<6} {c.label[:34]:<34} {d['img_s']:>8.1f} "
+                     f"{d['img_s_min']:>7.1f}..{d['img_s_max']:<7.1f} {c.build_s:>8.2f} {c.first_call_s:>10.2f} "
+                     f"{peak:>8}")
+    if report.ratios:
+        lines += ["", "ours / reference (speed; > 1: ours faster), median and min..max over rounds"]
+        for r in report.ratios:
+            lines.append(f"  {frameworks.LABELS[r.framework]:<10} {r.mode:<6} vs {r.reference:<40} "
+                         f"{r.median:.2f} ({r.low:.2f}..{r.high:.2f})")
+    lines += [f"note: {n}" for n in report.notes]
+    return "\n".join(lines)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from .. import frameworks
 from ..checkpoint import FORMATS
-from ..parity import FIXED_FLOAT32, TOLERANCE, ParityReport, compare
+from ..parity import FIXED_FLOAT32, TOLERANCE, ParityReport, compare, train_parity
+from ..parity.report import jsonable
 from ..spec import DTYPES, list_specs
-from ..train_parity import train_parity
 from .base import EXIT_FAIL, EXIT_OK, CliError, flags
+from .report import format_junit, format_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,17 +58,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warn-only", action="store_true", help="exit 0 on a mismatch (the report still says FAIL)")
 
 
-def jsonable(obj):
-    """The report with non-finite numbers as strings ("inf"), so strict JSON parsers read it."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
 def run(args: argparse.Namespace) -> int:
     if args.arch is None and args.weights is None:
         raise CliError("pass --arch NAME, or --weights FILE to check a checkpoint")
@@ -90,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         report = compare(args.arch, inputs=args.input, batch=2 if args.batch is None else args.batch, **common)
     report.notes = [flags(note) for note in report.notes]
-    print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else report.table(args.per_layer))
+    print(json.dumps(jsonable(report.to_dict()), indent=2) if args.json else format_table(report, args.per_layer))
     if args.junit:
-        Path(args.junit).write_text(report.junit())
+        Path(args.junit).write_text(format_junit(report))
     return EXIT_OK if report.passed or args.warn_only else EXIT_FAIL

@@ -13,7 +13,7 @@ import json
 from .. import frameworks
 from ..checkpoint import FORMATS
 from ..convert import convert
-from ..parity import FIXED_FLOAT32
+from ..parity.rule import FIXED_FLOAT32
 from ..spec import list_specs
 from .base import EXIT_FAIL, EXIT_OK, flags
 

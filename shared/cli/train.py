@@ -6,10 +6,12 @@ import argparse
 import os
 
 from .. import frameworks, parallel
+from ..errors import FrameworkUnavailable
 from ..datasets import list_datasets
 from ..recipe import RECIPES, Recipe, get_recipe
 from ..spec import list_specs
-from ..train import fit, fit_data_parallel, train_all_frameworks
+from ..parity.lockstep import train_all_frameworks
+from ..train import fit, fit_data_parallel
 from .base import EXIT_OK, CliError
 
 
@@ -57,7 +59,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def format_lockstep(report: dict) -> str:
     """One row per step: each framework's loss, its parameters' drift from the float64 truth, and that drift
-    against the limit the reference's own float32 drift sets (shared.parity's rule; <= 1 is within it)."""
+    against the limit the reference's own float32 drift sets (shared.parity.rule; <= 1 is within it)."""
     names = list(report["losses"])
     targets = list(report["drift_over_limit"])
     rule = report["rule"]
@@ -78,7 +80,10 @@ def format_lockstep(report: dict) -> str:
 
 def plot_losses(report: dict, path: str) -> None:
     """A PNG of each framework's loss curve."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise FrameworkUnavailable("the loss plot needs matplotlib: pip install 'resnet-parity[data]'") from exc
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt

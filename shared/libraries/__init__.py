@@ -7,23 +7,18 @@ names are in ``flax_linen``.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 from ..errors import CheckpointError
 from ..infer import LABELS
-from ..spec import ResNetSpec
-
-
-def differing(spec: ResNetSpec, other: ResNetSpec) -> list[str]:
-    """The fields (names and labels aside) in which two specs describe different networks."""
-    return [f.name for f in fields(spec) if f.name not in LABELS and getattr(spec, f.name) != getattr(other, f.name)]
+from ..spec import ResNetSpec, differing
 
 
 def refuse_unless_equal(spec: ResNetSpec, built: ResNetSpec, library: str, path: Path) -> None:
     """Refuse to write ``spec`` for ``library`` when the library would build ``built`` from the config written for it
     (a network that computes something else), naming every field that differs."""
-    differ = [f"{name}={getattr(spec, name)!r} (it has {getattr(built, name)!r})" for name in differing(spec, built)]
+    differ = [f"{name}={value!r} (it has {getattr(built, name)!r})"
+              for name, value in differing(spec, built, ignore=LABELS).items()]
     if differ:
         raise CheckpointError(f"{path}: {library} has no ResNet with {', '.join(differ)}; the file would compute "
                               f"something other than {spec.name}")

@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..checkpoint import CheckpointError
+from ..errors import CheckpointError
 from ..infer import closest
 from ..spec import ResNetSpec
 from ..weights import DENSE_TO_IN_OUT, OIHW_TO_HWIO, WeightMismatchError, canonical_layers, from_canonical, to_canonical

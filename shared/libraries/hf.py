@@ -1,7 +1,7 @@
 """Hugging Face transformers' ResNetForImageClassification: the directory ``save_pretrained`` writes (config.json
 and model.safetensors or pytorch_model.bin), or its weights file alone, <-> canonical weights.
 
-The names are the alias table ``shared.weights.HF`` (``shared.checkpoint.read`` renames them); the architecture
+The names are the alias table ``shared.weights.HF`` (``shared.checkpoint.Source`` renames them); the architecture
 comes from config.json. HF's network is torchvision's: every conv pads k//2 and has no bias, BN has PyTorch's
 defaults, the stem max-pool pads with -inf, and a block projects where its shape changes.
 """
@@ -14,8 +14,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .. import checkpoint, frameworks
-from ..checkpoint import Checkpoint, CheckpointError, FORMATS
+from .. import frameworks
+from ..checkpoint import safetensors
+from ..checkpoint.formats import FORMATS, Checkpoint
+from ..errors import CheckpointError, one_line
 from ..infer import closest
 from ..spec import ResNetSpec
 from ..weights import HF, canonical_layers
@@ -53,7 +55,7 @@ def spec_from_config(config: Mapping, path: Path) -> ResNetSpec:
             in_channels=c["num_channels"], num_classes=len(c["id2label"]) if "id2label" in c else c["num_labels"],
         )
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: a ResNet config that describes no ResNet: {checkpoint.one_line(exc)}") from exc
+        raise CheckpointError(f"{path}: a ResNet config that describes no ResNet: {one_line(exc)}") from exc
     # HF projects wherever the shape changes; our spec's subsampling shortcut has no weights
     if any(plan.stride != 1 and plan.shortcut == "subsample" for plan in spec.blocks()):
         raise CheckpointError(f"{path}: a stage strides without changing its channels, where HF projects: "
@@ -81,12 +83,12 @@ def read_weights(path: Path, fmt: str = "hf", spec: ResNetSpec | None = None) ->
         try:
             recorded = spec_from_config(json.loads(config.read_text()), config)
         except (OSError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{config}: not a readable config.json: {checkpoint.one_line(exc)}") from exc
+            raise CheckpointError(f"{config}: not a readable config.json: {one_line(exc)}") from exc
         file = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
         if file is None:
             raise CheckpointError(f"{path}: no {' or '.join(WEIGHT_FILES)} beside config.json")
     if file.suffix == ".safetensors":
-        weights = checkpoint.read_safetensors(file).weights
+        weights = safetensors.read_weights(file).weights
     else:
         weights = frameworks.load_checkpoints("torch").read_weights(file, "torch").weights
     if not HF.recognises(weights) and "embedder.embedder.convolution.weight" in weights:

@@ -22,8 +22,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .. import checkpoint
-from ..checkpoint import Checkpoint, CheckpointError, FORMATS
+from ..checkpoint.formats import FORMATS, Checkpoint
+from ..checkpoint.native import overclaims
+from ..checkpoint.source import mismatch_line
+from ..errors import CheckpointError, one_line
 from ..infer import closest
 from ..spec import ResNetSpec
 from ..weights import (
@@ -51,7 +53,7 @@ def spec_from_config(config: Mapping, num_classes: int, path: Path) -> ResNetSpe
         return closest(_spec(config, num_classes))
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: a ResNetBackbone config that describes no ResNet here: "
-                              f"{checkpoint.one_line(exc)}") from exc
+                              f"{one_line(exc)}") from exc
 
 
 def _spec(config: Mapping, num_classes: int) -> ResNetSpec:
@@ -145,7 +147,7 @@ def _arrays(group, path: Path) -> list[np.ndarray]:
     out = []
     for i in range(len(group)):
         ds = group[str(i)]
-        if checkpoint.overclaims(ds.size * ds.dtype.itemsize, ds.id.get_storage_size()):
+        if overclaims(ds.size * ds.dtype.itemsize, ds.id.get_storage_size()):
             raise CheckpointError(f"{path}: {ds.name} declares more bytes than it stores; refused")
         out.append(np.asarray(ds[()]))
     return out
@@ -227,7 +229,7 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
     try:
         weights = to_canonical_weights(layers, recorded, path)
     except WeightMismatchError as err:
-        raise CheckpointError(f"{path}: weights do not fit {recorded.name}: {checkpoint.mismatch_line(err)}") from err
+        raise CheckpointError(f"{path}: weights do not fit {recorded.name}: {mismatch_line(err)}") from err
     return Checkpoint(weights, recorded, FORMATS[fmt], notes)
 
 
@@ -238,7 +240,7 @@ def _json(path: Path) -> dict | None:
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not readable json: {checkpoint.one_line(exc)}") from exc
+        raise CheckpointError(f"{path}: not readable json: {one_line(exc)}") from exc
     if not isinstance(found, dict):
         raise CheckpointError(f"{path}: holds a {type(found).__name__}, not a keras-hub config")
     return found
@@ -257,7 +259,7 @@ def write_weights(
     try:
         built = _spec(config, spec.num_classes)
     except ValueError as exc:
-        raise CheckpointError(f"{path}: keras-hub has no ResNet like {spec.name}: {checkpoint.one_line(exc)}") from exc
+        raise CheckpointError(f"{path}: keras-hub has no ResNet like {spec.name}: {one_line(exc)}") from exc
     refuse_unless_equal(spec, built, "keras-hub", path)
     backbone = {"module": "keras_hub.src.models.resnet.resnet_backbone", "class_name": "ResNetBackbone",
                 "config": config, "registered_name": BACKBONE}

@@ -15,10 +15,12 @@ from typing import Mapping
 
 import numpy as np
 
-from .. import checkpoint, frameworks
-from ..checkpoint import Checkpoint, CheckpointError, FORMATS
-from ..spec import ResNetSpec, get_spec
-from . import differing
+from .. import frameworks
+from ..checkpoint import safetensors
+from ..checkpoint.formats import FORMATS, Checkpoint
+from ..errors import CheckpointError, one_line
+from ..infer import LABELS
+from ..spec import ResNetSpec, differing, get_spec
 
 # timm's model names that are presets here, with the same network
 MODELS = tuple(f"resnet{depth}{d}" for d in ("", "d") for depth in (18, 34, 50, 101, 152))
@@ -29,8 +31,10 @@ OTHER_HEADS = ("head.fc.weight", "head.weight", "classifier.weight", "last_linea
 
 def model_name(spec: ResNetSpec) -> str | None:
     """The timm model that builds ``spec`` (given its num_classes and in_chans), or None."""
-    return next((name for name in MODELS
-                 if not differing(spec, get_spec(name, num_classes=spec.num_classes, in_channels=spec.in_channels))), None)
+    def fits(name: str) -> bool:
+        return not differing(spec, get_spec(name, num_classes=spec.num_classes, in_channels=spec.in_channels), ignore=LABELS)
+
+    return next((name for name in MODELS if fits(name)), None)
 
 
 def spec_from_config(config: Mapping, path: Path) -> ResNetSpec:
@@ -51,13 +55,13 @@ def read_weights(path: Path, fmt: str = "timm", spec: ResNetSpec | None = None) 
         try:
             recorded = spec_from_config(json.loads(config.read_text()), config)
         except (OSError, ValueError, AttributeError, TypeError) as exc:
-            raise CheckpointError(f"{config}: not a readable timm config.json: {checkpoint.one_line(exc)}") from exc
+            raise CheckpointError(f"{config}: not a readable timm config.json: {one_line(exc)}") from exc
         file = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
         if file is None:
             raise CheckpointError(f"{path}: no {' or '.join(WEIGHT_FILES)} beside config.json")
         notes.append(f"the architecture from config.json: timm's {recorded.name}")
     if file.suffix == ".safetensors":
-        weights = checkpoint.read_safetensors(file).weights
+        weights = safetensors.read_weights(file).weights
     else:
         found = frameworks.load_checkpoints("torch").read_weights(file, "torch")
         weights, notes = found.weights, notes + found.notes
@@ -75,7 +79,7 @@ def write_weights(
         raise CheckpointError(f"{path}: timm has no model for {spec.name} with these fields; its ResNets here: "
                               f"{', '.join(MODELS)}")
     if path.suffix == ".safetensors":
-        checkpoint.write_safetensors(path, weights, spec)
+        safetensors.write_weights(path, weights, spec)
     elif path.suffix in (".pth", ".pt", ".bin"):
         frameworks.load_checkpoints("torch").write_weights(path, weights, spec, "torch", consume=consume)
     else:

@@ -1,6 +1,6 @@
 """Training parity: the same steps in every framework from the same canonical weights and batches,
 checking train-mode logits, gradients, parameters and BatchNorm statistics with the rule of
-``shared.parity``: each tensor against the reference framework's float64 run, within k times the
+``shared.parity.rule``: each tensor against the reference framework's float64 run, within k times the
 reference's own error in the dtype under test.
 
 BatchNorm running variance: PyTorch stores the unbiased batch variance, Keras and Flax the
@@ -18,17 +18,16 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from . import frameworks, parallel
-from .contract import DataParallel
-from .errors import ParityInputError
-from .parity import (
-    UNIT_ROUNDOFF, FrameworkResult, ParityReport, TensorCheck, check_tensors, participants, rule_for, starting_weights,
-    versions,
-)
-from .recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var, softmax_cross_entropy
-from .spec import ResNetSpec
-from .train import parts, run_steps
-from .weights import BN_STAT_SUFFIXES, count_parameters
+from .. import frameworks, parallel
+from ..contract import DataParallel
+from ..errors import ParityInputError
+from ..recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_var, softmax_cross_entropy
+from ..spec import ResNetSpec
+from ..train import parts, run_steps
+from ..weights import BN_STAT_SUFFIXES, count_parameters
+from .inputs import participants, starting_weights
+from .report import FrameworkResult, ParityReport
+from .rule import FLOOR_SAMPLES, TensorCheck, check_tensors, rounded_otherwise, rule_for
 
 
 # The parity checks' default: every term of the SGD update at once. The learning rate keeps five
@@ -40,8 +39,6 @@ PARITY_RECIPE = Recipe(
 )
 
 
-
-
 @dataclass
 class Trace:
     """What one framework did over a few steps: the facts ``compare_traces`` checks."""
@@ -51,7 +48,7 @@ class Trace:
     losses: list[float] = field(default_factory=list)
     logits: np.ndarray | None = None  # train-mode logits of the first step
     gradients: dict[str, np.ndarray] = field(default_factory=dict)  # at the initial weights, first batch
-    params: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # after the checkpoint steps
+    params: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # after each recorded step
     running_mean: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     running_var: dict[str, list[np.ndarray]] = field(default_factory=dict)  # per BN: initial, then every step
     settings: dict[str, str] = field(default_factory=dict)  # what the framework's numerics() set for the run
@@ -59,7 +56,7 @@ class Trace:
 
 def trace_training(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
-    recipe: Recipe, *, dtype: str = "float32", checkpoints: tuple[int, ...] = (1, 5), model=None, optimizer=None,
+    recipe: Recipe, *, dtype: str = "float32", record_steps: tuple[int, ...] = (1, 5), model=None, optimizer=None,
     device: str = "cpu", engine: DataParallel | PerShard | None = None,
 ) -> Trace:
     """Run ``batches`` in one framework and keep the facts a parity check compares (see ``run_steps``;
@@ -82,7 +79,7 @@ def trace_training(
                 trace.logits = logits
             for key in trace.running_var:
                 trace.running_var[key].append(after[key])
-            if step in checkpoints:
+            if step in record_steps:
                 trace.params[step] = {k: v for k, v in after.items() if not k.endswith(BN_STAT_SUFFIXES)}
                 trace.running_mean[step] = {k: v for k, v in after.items() if k.endswith(".running_mean")}
     return trace
@@ -143,23 +140,23 @@ class PerShard:
 
 def trace_data_parallel(
     name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list[tuple[np.ndarray, np.ndarray]],
-    recipe: Recipe, *, devices: int, sync_bn: bool, dtype: str = "float32", checkpoints: tuple[int, ...] = (1, 5),
+    recipe: Recipe, *, devices: int, sync_bn: bool, dtype: str = "float32", record_steps: tuple[int, ...] = (1, 5),
     device: str = "cpu",
 ) -> Trace:
     """``trace_training`` on ``devices`` replicas of the framework's own engine, in fresh processes."""
-    return parallel.run(name, _trace_replica, name, spec, weights, batches, recipe, dtype, checkpoints, device,
+    return parallel.run(name, _trace_replica, name, spec, weights, batches, recipe, dtype, record_steps, device,
                         devices=devices, sync_bn=sync_bn, device=device)
 
 
 def _trace_replica(engine: DataParallel, name: str, spec: ResNetSpec, weights: dict[str, np.ndarray], batches: list,
-                   recipe: Recipe, dtype: str, checkpoints: tuple[int, ...], device: str) -> Trace:
-    return trace_training(name, spec, weights, batches, recipe, dtype=dtype, checkpoints=checkpoints, device=device,
+                   recipe: Recipe, dtype: str, record_steps: tuple[int, ...], device: str) -> Trace:
+    return trace_training(name, spec, weights, batches, recipe, dtype=dtype, record_steps=record_steps, device=device,
                           engine=engine)
 
 
 def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch: int, size: int) -> dict[str, np.ndarray]:
     """A trace's facts as named tensors in checking order: the first step's logits, every gradient, then per
-    checkpoint step the parameters and BN statistics; running variances re-expressed in ``convention``."""
+    recorded step the parameters and BN statistics; running variances re-expressed in ``convention``."""
     counts = bn_sample_counts(spec, batch, size)
     var = {key: convert_running_var(history, counts[key[: -len(".running_var")]], spec.bn_momentum, trace.convention, convention)
            for key, history in trace.running_var.items()}
@@ -170,11 +167,6 @@ def trace_tensors(trace: Trace, convention: Convention, spec: ResNetSpec, batch:
         out.update({f"running_mean@{step} {k}": v for k, v in trace.running_mean[step].items()})
         out.update({f"running_var@{step} {k}": history[step] for k, history in var.items()})
     return out
-
-
-def fact_of(name: str) -> str:
-    """'params@5 layer1.0.conv1.weight' -> 'params@5': the group a training tensor belongs to."""
-    return name.split(" ")[0] if " " in name else name
 
 
 def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, spec: ResNetSpec, batch: int, size: int,
@@ -189,7 +181,6 @@ def check_traces(trace: Trace, source: Trace, truth: Trace | None, rule: dict, s
     return check_tensors(list(ref), flat(trace), ref, None if truth is None else flat(truth), rule, [flat(t) for t in samples])
 
 
-
 def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: int, dtype: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """``steps`` batches of standard-normal NHWC images with uniform random labels."""
     rng = np.random.default_rng(seed)
@@ -199,30 +190,9 @@ def random_batches(spec: ResNetSpec, steps: int, batch: int, size: int, seed: in
     ]
 
 
-# One low-precision run is one draw of the dtype's rounding, and two kinds of training fact make one draw a
-# poor measure of it. A fact that sums many nearly cancelling terms (a BN bias's gradient over batch x H x W
-# values) has an error that varies by orders of magnitude between draws. And a gradient is discontinuous at a
-# ReLU kink: a pre-activation within rounding of zero is clipped by one run and not by another, and that
-# element's gradient then differs outright. One lucky reference run would make an honest target look
-# thousands of times worse. The floor of a training check is therefore the largest error over the
-# reference's run and FLOOR_SAMPLES more on the same batches, each with the examples in another order (the
-# same function summed in another order: every fact but the logits is a sum over the batch, or over each
-# shard's examples with per-replica BN; the logits are put back in order) and every input value moved up or
-# down by a unit or two in the last place of the dtype (the same input, rounded another way: it moves every
-# activation by about as much as another framework's rounding does, so a kink within rounding flips in some
-# samples as it does in some frameworks).
-FLOOR_SAMPLES = 4
-
-
-def rounded_otherwise(x: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """``x`` with every value moved by one to two units in the last place of ``dtype``, up or down at random."""
-    step = 2 * UNIT_ROUNDOFF[dtype] * rng.choice([-1.0, 1.0], size=x.shape)
-    return (x.astype(np.float64) * (1 + step)).astype(x.dtype)
-
-
 def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
                batches: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, *, dtype: str,
-               checkpoints: tuple[int, ...], device: str, seed: int, engine: PerShard | None = None,
+               record_steps: tuple[int, ...], device: str, seed: int, engine: PerShard | None = None,
                count: int = FLOOR_SAMPLES) -> list[Trace]:
     """``count`` runs of ``source`` on ``batches`` with each batch's examples permuted (within each shard of a
     per-replica-BN ``engine``, so every shard normalises the same examples) and its values re-rounded
@@ -234,7 +204,7 @@ def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
     for _ in range(count):
         order = np.concatenate([shard * size + rng.permutation(size) for shard in range(shards)])
         moved = [(rounded_otherwise(x[order], dtype, rng), y[order]) for x, y in batches]
-        run = trace_training(source, spec, weights, moved, recipe, dtype=dtype, checkpoints=checkpoints, device=device,
+        run = trace_training(source, spec, weights, moved, recipe, dtype=dtype, record_steps=record_steps, device=device,
                              engine=engine)
         run.logits = run.logits[np.argsort(order)]
         runs.append(run)
@@ -243,7 +213,7 @@ def floor_runs(source: str, spec: ResNetSpec, weights: dict[str, np.ndarray],
 
 def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weights64: dict[str, np.ndarray],
                       batches64: list[tuple[np.ndarray, np.ndarray]], recipe: Recipe, truth: Trace, *,
-                      checkpoints: tuple[int, ...], device: str, batch: int, size: int) -> list[str]:
+                      record_steps: tuple[int, ...], device: str, batch: int, size: int) -> list[str]:
     """A note per framework that failed a low-precision check: do the tensors it failed match the truth in float64?
 
     Over several steps a pre-activation within rounding of a ReLU kink, clipped in one framework only, can put
@@ -257,7 +227,7 @@ def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weig
         if result.reference or not failed:
             continue
         trace = trace_training(result.framework, spec, weights64, batches64, recipe, dtype="float64",
-                               checkpoints=checkpoints, device=device)
+                               record_steps=record_steps, device=device)
         worst = max((c for c in check_traces(trace, truth, None, rule, spec, batch, size) if c.name in failed),
                     key=lambda c: c.error)
         label = frameworks.LABELS[result.framework]
@@ -303,7 +273,7 @@ def train_parity(
             parallel.check_replicas(name, devices, batch, device)
     recipe = (recipe or PARITY_RECIPE).replace(arch=spec.name)
     batches = random_batches(spec, steps, batch, size, seed + 1, "float64" if dtype == "float64" else "float32")
-    checkpoints = tuple(sorted({1, steps}))
+    record_steps = tuple(sorted({1, steps}))
     rule = rule_for(dtype, "train", tolerance)
     params, stats = count_parameters(spec)
     # one device: the frameworks against the source's run; data parallel: all against the source on one device
@@ -312,26 +282,26 @@ def train_parity(
     for name in names:
         start = time.perf_counter()
         if devices == 1:
-            traces[name] = trace_training(name, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+            traces[name] = trace_training(name, spec, initial, batches, recipe, dtype=dtype, record_steps=record_steps,
                                           device=device)
         else:
             traces[name] = trace_data_parallel(name, spec, initial, batches, recipe, devices=devices, sync_bn=sync_bn,
-                                               dtype=dtype, checkpoints=checkpoints, device=device)
+                                               dtype=dtype, record_steps=record_steps, device=device)
         timings[name] = {"train_s": time.perf_counter() - start}
     source_trace = traces[source]
     if devices > 1:
-        source_trace = trace_training(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+        source_trace = trace_training(source, spec, initial, batches, recipe, dtype=dtype, record_steps=record_steps,
                                       device=device, engine=reference)
     truth, samples = None, []
     if rule["kind"] == "floor":
         start = time.perf_counter()
         wide = [(x.astype(np.float64), y) for x, y in batches]
         initial64 = {k: np.asarray(v, np.float64) for k, v in initial.items()}
-        truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", checkpoints=checkpoints,
+        truth = trace_training(source, spec, initial64, wide, recipe, dtype="float64", record_steps=record_steps,
                                device=device, engine=reference)
         timings[source]["truth_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        samples = floor_runs(source, spec, initial, batches, recipe, dtype=dtype, checkpoints=checkpoints,
+        samples = floor_runs(source, spec, initial, batches, recipe, dtype=dtype, record_steps=record_steps,
                              device=device, seed=seed, engine=reference)
         timings[source]["floor_samples_s"] = time.perf_counter() - start
     # per-replica BN: the running variance is each shard's, over the shard's values
@@ -339,14 +309,14 @@ def train_parity(
     results = []
     for name in names:
         checks = check_traces(traces[name], source_trace, truth, rule, spec, bn_batch, size, samples)
-        counted = count_parameters(spec, {**traces[name].params[checkpoints[0]], **traces[name].running_mean[checkpoints[0]],
+        counted = count_parameters(spec, {**traces[name].params[record_steps[0]], **traces[name].running_mean[record_steps[0]],
                                           **{k: v[0] for k, v in traces[name].running_var.items()}})
         results.append(FrameworkResult(name, name == source and devices == 1, *counted, counted == (params, stats),
                                        checks, traces[name].settings["device"], timings=timings[name]))
     if truth is not None and devices == 1 and not all(r.passed for r in results):
-        notes = notes + float64_diagnosis(results, spec, initial64, wide, recipe, truth, checkpoints=checkpoints,
+        notes = notes + float64_diagnosis(results, spec, initial64, wide, recipe, truth, record_steps=record_steps,
                                           device=device, batch=bn_batch, size=size)
-    extra = {"steps": steps, "batch": batch, "size": size, "checkpoints": list(checkpoints), "recipe": recipe.to_dict(),
+    extra = {"steps": steps, "batch": batch, "size": size, "checkpoints": list(record_steps), "recipe": recipe.to_dict(),
              "bn_variance": {n: traces[n].convention for n in names}, "losses": {n: traces[n].losses for n in names},
              "devices": devices, "sync_bn": sync_bn}
     if devices > 1:
@@ -356,5 +326,5 @@ def train_parity(
     return ParityReport(
         "train", spec.name, asdict(spec), source, dtype, rule, {"origin": "random", "seed": seed + 1,
         "shape": [batch, size, size, spec.in_channels]}, weights_record, {n: traces[n].settings for n in names},
-        versions(names), params, stats, results, notes, extra,
+        frameworks.versions(names), params, stats, results, notes, extra,
     )

@@ -1,33 +1,60 @@
-"""PyTorch's reference models for ``resnet-parity bench``: torchvision's ResNets, and for the CIFAR presets
-the ResNet of akamaster/pytorch_resnet_cifar10 (the usual PyTorch ResNet-20: torchvision's style, a 3x3
-stem, option-A shortcuts through a lambda that subsamples and zero-pads channels).
+"""PyTorch's reference models for ``resnet-parity bench`` (optional: bench times ours alone without this module):
+torchvision's ResNets, and for the CIFAR presets the ResNet of akamaster/pytorch_resnet_cifar10 (the usual
+PyTorch ResNet-20: torchvision's style, a 3x3 stem, option-A shortcuts through a lambda that subsamples and
+zero-pads channels). Both run through ``pytorch_impl.bench.step``, as ours does.
 
-torchvision's wheel here is a CUDA build; the test shim (tests/torchvision_shim.py) lets it import on the
-CPU torch, as the tests do.
+The registry's torchvision wheels are CUDA builds, whose C++ ops fail to load on the CPU torch; torchvision then
+skips its ops, but its ``_meta_registrations.py`` still registers fakes for ``torchvision::nms`` (and ``qnms``),
+which raises ``RuntimeError: operator torchvision::nms does not exist``. ``install_torchvision_shim`` defines those
+two schemas first, so the pure-Python parts (the models, transforms, timm's layers, transformers' image
+processors) import; detection ops stay unusable, which no ResNet needs. The tests use it too.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import sys
 from typing import Callable
 
+import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared.contract import Step
+from shared.recipe import Recipe
 from shared.spec import ResNetSpec
+
+from .bench import step
 
 TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
+_LIBRARY = None  # keep a reference: a collected torch.library.Library removes its definitions
+
+
+def install_torchvision_shim() -> bool:
+    """Define ``torchvision::nms``/``qnms`` if torchvision's C++ ops cannot load; True if defined now.
+
+    Call before the first ``import torchvision`` (directly or through timm/transformers).
+    Idempotent, and a no-op where the real ops already exist (a matching torchvision build).
+    """
+    global _LIBRARY
+    if _LIBRARY is not None or "torchvision" in sys.modules:
+        return False
+    try:
+        torch._C._dispatch_find_schema_or_throw("torchvision::nms", "")
+        return False  # the real ops are registered (matching torch/torchvision builds)
+    except RuntimeError:
+        pass
+    lib = torch.library.Library("torchvision", "DEF")
+    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _LIBRARY = lib
+    return True
+
 
 def _torchvision_models():
-    shim = Path(__file__).resolve().parents[1] / "tests" / "torchvision_shim.py"
-    if shim.is_file():
-        spec = importlib.util.spec_from_file_location("torchvision_shim", shim)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        module.install_torchvision_shim()
+    install_torchvision_shim()
     import torchvision.models
 
     return torchvision.models
@@ -104,3 +131,8 @@ def references(spec: ResNetSpec, size: int) -> tuple[list[tuple[str, Callable[[]
         n = spec.layers
         return [(f"akamaster CIFAR {spec.name}", lambda: CifarResNet(n, spec.num_classes, spec.in_channels))], []
     return [], [f"no reference model for {spec.name}"]
+
+
+def reference_step(build: Callable[[], nn.Module], spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray,
+                   recipe: Recipe, *, compile: bool) -> Step:
+    return step(build(), mode, x, y, recipe, compile)

@@ -1,18 +1,27 @@
-"""Keras's reference for the presets keras.applications lacks, for ``resnet-parity bench``: the same function as
-ours, written as keras.applications' resnet.py writes its ResNets (functional API; ``ZeroPadding2D`` and a
+"""Keras's reference models for ``resnet-parity bench`` (optional: bench times ours alone without this module):
+keras.applications' ResNet50/101/152 and, for the functions keras.applications lacks, the same function as
+ours written as keras.applications' resnet.py writes its ResNets (functional API; ``ZeroPadding2D`` and a
 'valid' ``Conv2D`` where a stride-2 conv needs PyTorch's symmetric padding, 'same' at stride 1;
-``BatchNormalization``, ``Activation``, ``Add``, ``GlobalAveragePooling2D``, ``Dense``).
+``BatchNormalization``, ``Activation``, ``Add``, ``GlobalAveragePooling2D``, ``Dense``). Both run through
+``tensorflow_impl.bench.step``, as ours does.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import keras
+import numpy as np
 from keras import layers, ops
 
+from shared.contract import Step
+from shared.recipe import Recipe
 from shared.spec import ResNetSpec
 
+from .bench import step
+
+APPLICATIONS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
 IMAGENET = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 CIFAR = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 PRESETS = IMAGENET + CIFAR
@@ -78,3 +87,25 @@ def functional(spec: ResNetSpec) -> keras.Model:
     init = keras.initializers.RandomUniform(-bound, bound)
     x = layers.Dense(spec.num_classes, kernel_initializer=init, bias_initializer=init, name="fc")(x)
     return keras.Model(inp, x, name=f"reference_{spec.name}")
+
+
+def references(spec: ResNetSpec, size: int) -> tuple[list[tuple[str, Callable[[], keras.Model]]], list[str]]:
+    found, missing = [], []
+    base = spec.name.removeprefix("keras_")
+    if base in APPLICATIONS and spec.in_channels == 3 and size >= 32:
+        app = getattr(keras.applications, APPLICATIONS[base])
+        # v1 (the stride on the block's first 1x1, biases on the convs): our keras_ presets; the torchvision
+        # presets (v1.5) stride the 3x3 instead, which costs more multiply-adds
+        label = f"keras.applications {APPLICATIONS[base]}" + ("" if spec.name.startswith("keras_") else " (v1)")
+        found.append((label, lambda: app(weights=None, input_shape=(size, size, 3), classes=spec.num_classes,
+                                         classifier_activation=None)))
+    if spec.name in PRESETS:
+        found.append((f"keras.applications-style {spec.name}", lambda: functional(spec)))
+    if not found:
+        missing.append(f"no reference model for {spec.name}")
+    return found, missing
+
+
+def reference_step(build: Callable[[], keras.Model], spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray,
+                   recipe: Recipe, *, compile: bool) -> Step:
+    return step(build(), mode, x, y, recipe, compile)

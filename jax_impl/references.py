@@ -1,4 +1,5 @@
-"""Flax's reference model for ``resnet-parity bench``: the Flax ImageNet example's linen ResNet
+"""Flax's reference model for ``resnet-parity bench`` (optional: bench times ours alone without this
+module): the Flax ImageNet example's linen ResNet
 (google/flax examples/imagenet/models.py: ``ResNetBlock``, ``BottleneckResNetBlock``, ``ResNet`` with
 ``conv = partial(nn.Conv, use_bias=False)``, BN momentum 0.9 and epsilon 1e-5, a 7x7 stem padded (3, 3),
 'SAME' 3x3 convs and max-pool), plus the same style for the CIFAR presets (a 3x3 stem, no pool, the
@@ -22,6 +23,7 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
+from shared.contract import TOTAL_STEPS, Step
 from shared.recipe import SGD, Recipe, learning_rates
 from shared.spec import ResNetSpec
 
@@ -159,13 +161,16 @@ def _tx(recipe: Recipe, total_steps: int) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(opt.weight_decay), tx) if opt.weight_decay else tx
 
 
-def step(model: ResNet, mode: str, x: np.ndarray, y: np.ndarray, recipe: Recipe, total_steps: int) -> Callable[[], object]:
-    """The example's eval or train step for one batch, its outputs fetched as ``jax_impl.train`` fetches ours."""
+def reference_step(build: Callable[[], ResNet], spec: ResNetSpec, mode: str, x: np.ndarray, y: np.ndarray,
+                   recipe: Recipe, *, compile: bool) -> Step:
+    """The example's eval or train step for one batch, its outputs fetched as ``jax_impl.train`` fetches ours
+    (JAX always compiles: ``compile`` changes nothing)."""
+    model = build()
     variables = jax.jit(partial(model.init, train=False))(jax.random.PRNGKey(0), jnp.ones((1, *x.shape[1:]), jnp.float32))
     if mode == "eval":
         apply = jax.jit(partial(model.apply, train=False))
         return lambda: np.asarray(apply(variables, jnp.asarray(x)))
-    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=_tx(recipe, total_steps),
+    state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=_tx(recipe, TOTAL_STEPS),
                               batch_stats=variables["batch_stats"])
 
     @jax.jit

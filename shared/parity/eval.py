@@ -1,0 +1,123 @@
+"""Eval parity: port the reference framework's weights to the others and check every block's output in eval mode
+(the stem, every block, the pooled features, the logits) with the rule of ``shared.parity.rule``."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .. import frameworks
+from ..errors import ParityInputError, ResNetParityError, one_line
+from ..spec import ResNetSpec
+from ..weights import count_parameters
+from .inputs import _label, load_inputs, participants, starting_weights
+from .report import FrameworkResult, ParityReport
+from .rule import check_tensors, rule_for
+
+
+def eval_tensors(spec: ResNetSpec) -> list[str]:
+    """The features eval parity checks, in forward order: the stem, every block, the pooled features, the logits."""
+    return ["stem", *(plan.prefix for plan in spec.blocks()), "avgpool", "fc"]
+
+
+def top_k_agreement(logits: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """The fraction of the batch whose top-k classes (as a set; k = 1: the class) equal the truth's."""
+    k = min(k, logits.shape[-1])
+    ours = np.sort(np.argsort(-logits.astype(np.float64), axis=-1)[:, :k], axis=-1)
+    theirs = np.sort(np.argsort(-truth.astype(np.float64), axis=-1)[:, :k], axis=-1)
+    return float(np.mean(np.all(ours == theirs, axis=-1)))
+
+
+ModelFactory = Callable[[ResNetSpec, Mapping[str, np.ndarray], str], object]  # (spec, weights, dtype) -> model
+
+
+def compare(
+    arch: str | ResNetSpec | None = None, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    weights_format: str | None = None, inputs: np.ndarray | str | os.PathLike | None = None, source: str = "torch",
+    targets: list[str] | None = None, dtype: str = "float32", size: int | None = None, batch: int = 2, seed: int = 0,
+    tolerance: float | None = None, device: str = "cpu", models: Mapping[str, ModelFactory] | None = None,
+) -> ParityReport:
+    """Port the source framework's weights to the others and check every block's output in eval mode.
+
+    ``weights``: a checkpoint file (any format ``shared.checkpoint`` reads, ``weights_format`` where its
+    suffix does not say) or a canonical dict; default:
+    random weights, every tensor randomised (BN statistics included). ``inputs``: an NHWC array or .npy
+    file; default: a random batch of ``batch`` images of side ``size``. ``tolerance``: a fixed bound on
+    the pairwise error instead of the float64-floor rule. ``models``: framework -> factory(spec, weights,
+    dtype) returning a model that holds the ported weights, in place of the framework's own
+    ``model_from_weights`` (tests inject deliberate mistakes this way).
+    """
+    source, names = participants(source, targets)
+    spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
+    if inputs is None:
+        size = spec.image_size if size is None else size
+        if size < 1 or batch < 1:
+            raise ParityInputError(f"size={size}, batch={batch}: both must be positive")
+        x = np.random.default_rng(seed).standard_normal((batch, size, size, spec.in_channels))
+        x = x.astype(np.float64 if dtype == "float64" else np.float32)
+        inputs_record = {"origin": "random", "seed": seed, "shape": list(x.shape)}
+    else:
+        x = load_inputs(inputs, spec)
+        inputs_record = {"origin": _label(inputs), "shape": list(x.shape)}
+    rule = rule_for(dtype, "eval", tolerance)
+    models = models or {}
+    params, stats = count_parameters(spec)
+
+    outputs, counts, timings, devices = {}, {}, {}, {}
+    for name in names:
+        start = time.perf_counter()
+        frameworks.load(name)
+        timings[name] = {"import_s": time.perf_counter() - start}
+    with frameworks.numerics(names, dtype, device) as settings:
+        ported = None
+        for name in names:
+            impl, t = frameworks.load(name), timings[name]
+            try:
+                start = time.perf_counter()
+                # built straight from the weights: no random initialisation to throw away
+                port = models.get(name, frameworks.load_checkpoints(name).model_from_weights)
+                model = port(spec, initial if ported is None else ported, dtype)
+                if ported is None:  # what the source holds is what gets ported
+                    ported = impl.export_weights(model)
+                t["build_s"] = time.perf_counter() - start
+                start = time.perf_counter()
+                outputs[name] = impl.features(model, x)
+                t["forward_s"] = time.perf_counter() - start
+            except ResNetParityError:
+                raise
+            except Exception as exc:  # e.g. a kernel the framework lacks for this dtype here; --debug shows it
+                raise ParityInputError(f"{frameworks.LABELS[name]} cannot run {spec.name} in {dtype} on {device}: "
+                                       f"{one_line(exc)}") from exc
+            counts[name] = count_parameters(spec, impl.export_weights(model))
+            devices[name] = settings[name]["device"]
+        truth = None
+        if rule["kind"] == "floor":
+            start = time.perf_counter()
+            truth = _truth(source, spec, ported, x, device)
+            timings[source]["truth_s"] = time.perf_counter() - start
+
+    tensors = eval_tensors(spec)
+    results = []
+    for name in names:
+        checks = check_tensors(tensors, outputs[name], outputs[source], truth, rule)
+        top = (truth or outputs[source])["fc"]
+        results.append(FrameworkResult(
+            name, name == source, *counts[name], counts[name] == (params, stats), checks, devices[name],
+            top_k_agreement(outputs[name]["fc"], top, 1), top_k_agreement(outputs[name]["fc"], top, 5), timings[name],
+        ))
+    return ParityReport(
+        "eval", spec.name, asdict(spec), source, dtype, rule, inputs_record, weights_record, settings, frameworks.versions(names),
+        params, stats, results, notes,
+    )
+
+
+def _truth(source: str, spec: ResNetSpec, weights: Mapping[str, np.ndarray], x: np.ndarray, device: str) -> dict:
+    """The reference framework's features in float64, on the ported weights and the same inputs."""
+    with frameworks.load(source).numerics("float64", device):
+        wide = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+        model = frameworks.load_checkpoints(source).model_from_weights(spec, wide, "float64")
+        return frameworks.load(source).features(model, np.asarray(x, np.float64))
