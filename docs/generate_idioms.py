@@ -224,9 +224,9 @@ CONVENTIONS = (
     ),
     Convention(
         "grouped conv (ResNeXt)", "`nn.Conv2d(groups=g)`: one kernel, weight `(out, in / g, k, k)`",
-        "`Conv2D(groups=g)` compiles each grouped conv with XLA, 10x slower forward and 100-1000x backward on the CPU, "
-        "and TensorFlow's own kernel has no float64 gradient there: one conv per group, concatenated "
-        "(`Conv2d.convolution_op`, docs/grouped_conv.md); kernel `(k, k, in / g, out)`",
+        "`Conv2D(groups=g)` compiles each grouped conv with XLA, whose CPU gradient is hundreds of times slower, and "
+        "TensorFlow's own kernel has no float64 gradient there: one conv per group, concatenated "
+        "(`Conv2d.convolution_op`, [grouped_conv.md](grouped_conv.md)); kernel `(k, k, in / g, out)`",
         "`nnx.Conv(feature_group_count=g)`; kernel `(k, k, in / g, out)`",
         (Link(FAMILY, "test_keras_grouped_conv_in_eager_tf_function_and_xla"),
          Link(FAMILY, "test_grouped_and_gated_mistakes_are_caught")),

@@ -35,8 +35,8 @@ class Conv2d(layers.Conv2D):
         if self.groups == 1:
             return super().convolution_op(inputs, kernel)
         # a grouped conv as one conv per group, concatenated: TensorFlow's CPU kernels have no grouped gradient in
-        # float64 (nor in float32 without oneDNN), and Keras compiles a grouped conv with XLA, whose CPU kernels are
-        # 10x slower forward and 1000x backward (docs/grouped_conv.md)
+        # float64 (nor in float32 without oneDNN), and Keras compiles a grouped conv with XLA, whose CPU gradient is
+        # hundreds of times slower (docs/grouped_conv.md)
         conv = super().convolution_op
         pairs = zip(ops.split(inputs, self.groups, axis=-1), ops.split(kernel, self.groups, axis=-1))
         return ops.concatenate([conv(x, k) for x, k in pairs], axis=-1)
