@@ -1,7 +1,9 @@
 """Architecture inference: the preset (and overrides) that canonical weights belong to, from keys and shapes alone.
 
-The weights show the block kind, blocks per stage, widths, stem, input channels, classes and
-which layers exist (BN, conv biases, projection shortcuts and where they are). They never show
+The weights show the block kind, blocks per stage, widths, groups, stem, input channels, classes and
+which layers exist (BN, conv biases, projection shortcuts and where they are, SE or ECA gates). The
+relations between them are the spec's (``EXPANSION``, ``bottleneck_width``), and the result is checked
+against the shapes ``shared.spec`` derives. They never show
 strides, stride placement (v1 on the 1x1 vs v1.5 on the 3x3), padding or BN epsilon: those come
 from the closest preset, and ``Inference.notes()`` says which values were taken.
 """

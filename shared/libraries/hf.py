@@ -19,7 +19,7 @@ from ..checkpoint import safetensors
 from ..checkpoint.formats import FORMATS, Checkpoint
 from ..errors import CheckpointError, one_line
 from ..infer import closest
-from ..spec import ResNetSpec
+from ..spec import EXPANSION, ResNetSpec
 from ..weights import HF, canonical_layers
 from . import refuse_unless_equal
 
@@ -42,7 +42,7 @@ def spec_from_config(config: Mapping, path: Path) -> ResNetSpec:
     if c["hidden_act"] != "relu" or c["layer_type"] not in ("basic", "bottleneck"):
         raise CheckpointError(f"{path}: hidden_act {c['hidden_act']!r} and layer_type {c['layer_type']!r}: "
                               "ResNets here use 'relu' and 'basic' or 'bottleneck' blocks")
-    expansion = 4 if c["layer_type"] == "bottleneck" else 1
+    expansion = EXPANSION[c["layer_type"]]
     try:
         # hidden_sizes are the stages' outputs: 4x the bottleneck width
         widths = tuple(int(h) // expansion for h in c["hidden_sizes"])
