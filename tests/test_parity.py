@@ -1,4 +1,5 @@
-"""Eval-mode parity matrix: every preset, every ordered pair of frameworks, float32 and float64.
+"""Eval-mode parity matrix: every preset, every ordered pair of frameworks, float32 and float64; and a training step
+of every preset (``compare --train-steps 1``), of the grouped and gated blocks and of the family's presets.
 
 The rule of shared.parity (README, "Tolerances"), for the stem, every block, the pooled features and
 the logits: in float32 each target within k times the source's own float32 error against the
