@@ -45,6 +45,16 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
         "Conv2d": {
             "jax_impl": "`nnx.Conv` takes per-side padding (`[(k//2, k//2)] * 2`) and `'SAME'` itself: `conv` uses the stock layer.",
         },
+        "Conv2d.convolution_op": {
+            "pytorch_impl": "`nn.Conv2d(groups=g)` is one grouped kernel, forward and backward, in every dtype on the CPU: "
+                            "nothing to override.",
+        },
+        "he_normal": {
+            "pytorch_impl": "`reset_parameters` applies `kaiming_normal_` to every conv once the model is built, ECA's "
+                            "`nn.Conv1d` too.",
+            "jax_impl": "`he_normal_std` gives every `nnx.Conv`, ECA's 1-D one too, its standard deviation, for `conv`'s "
+                        "draw and `reset_parameters`'.",
+        },
         "Conv2d.compute_output_shape": {
             "pytorch_impl": "PyTorch runs eagerly: there is no symbolic shape inference for a layer to declare.",
         },
@@ -189,9 +199,9 @@ class Convention:
     without_test: str = ""  # why no test is linked, when none is
 
 
-NEGATIVE, TRAINING, VARIANTS, KERAS_APPS, PRECISION = (
+NEGATIVE, TRAINING, VARIANTS, KERAS_APPS, PRECISION, FAMILY = (
     "tests/test_negative.py", "tests/test_training_parity.py", "tests/test_variants.py", "tests/test_keras_applications.py",
-    "tests/test_precision.py",
+    "tests/test_precision.py", "tests/test_family.py",
 )
 
 CONVENTIONS = (
@@ -211,6 +221,21 @@ CONVENTIONS = (
         "`ops.pad` pads with 0 unless told: `constant_values=-inf` by hand, then `'valid'` (`'same'` pads the bottom/right more)",
         "`nnx.max_pool` with explicit padding pads with -inf; V2's zeros by `jnp.pad` first",
         (Link(NEGATIVE, "test_max_pool_padding_value_is_caught"),),
+    ),
+    Convention(
+        "grouped conv (ResNeXt)", "`nn.Conv2d(groups=g)`: one kernel, weight `(out, in / g, k, k)`",
+        "`Conv2D(groups=g)` compiles each grouped conv with XLA, whose CPU gradient is hundreds of times slower, and "
+        "TensorFlow's own kernel has no float64 gradient there: one conv per group, concatenated "
+        "(`Conv2d.convolution_op`, [grouped_conv.md](grouped_conv.md)); kernel `(k, k, in / g, out)`",
+        "`nnx.Conv(feature_group_count=g)`; kernel `(k, k, in / g, out)`",
+        (Link(FAMILY, "test_keras_grouped_conv_in_eager_tf_function_and_xla"),
+         Link(FAMILY, "test_grouped_and_gated_mistakes_are_caught")),
+    ),
+    Convention(
+        "ECA's 1-D conv over channels", "`nn.Conv1d(1, 1, k, padding=k//2)` on `(N, 1, C)`; weight `(1, 1, k)`",
+        "`Conv1D(1, k, padding='same')` on `(N, C, 1)`; kernel `(k, 1, 1)`",
+        "`nnx.Conv(1, 1, (k,), padding=[(k//2, k//2)])` on `(N, C, 1)`; kernel `(k, 1, 1)`",
+        (Link(FAMILY, "test_grouped_and_gated_mistakes_are_caught"),),
     ),
     Convention(
         "BN momentum", "0.1, the weight of the *new* batch", "0.99 default, the weight of the *old* value: `1 - 0.1`",

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, Attention, BlockPlan, Conv, Norm, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
@@ -34,15 +34,15 @@ def linear_bound(fan_in: int) -> float:
     return 1 / math.sqrt(fan_in)
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, rngs: nnx.Rngs, policy: Policy,
-         stem: bool = False) -> nnx.Module:
+def conv(plan: Conv, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     # pad like PyTorch (k//2 on every side), or like TensorFlow's 'same' for the TF seed and the Flax example
-    pad = spec.stem_padding if stem else spec.padding
-    padding = "SAME" if pad == "tf_same" else [(kernel // 2, kernel // 2)] * 2
+    k = plan.kernel
+    padding = "SAME" if plan.padding == "tf_same" else [(k // 2, k // 2)] * plan.dims
+    # feature_group_count > 1: a grouped conv (ResNeXt); kernel (k, k, in / groups, out)
+    shape = (*(k,) * plan.dims, plan.in_channels // plan.groups, plan.out_channels)
     return nnx.Conv(
-        cin, cout, (kernel, kernel), stride, padding=padding, use_bias=bias,
-        kernel_init=nnx.initializers.normal(he_normal_std((kernel, kernel, cin, cout))),
-        **policy._asdict(), rngs=rngs,
+        plan.in_channels, plan.out_channels, shape[:-2], plan.stride, padding=padding, feature_group_count=plan.groups,
+        use_bias=plan.bias, kernel_init=nnx.initializers.normal(he_normal_std(shape)), **policy._asdict(), rngs=rngs,
     )
 
 
@@ -70,13 +70,13 @@ class BatchNorm(nnx.BatchNorm):
         return super().__call__(x).astype(self.compute_dtype)
 
 
-def norm(spec: ResNetSpec, channels: int, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
+def norm(spec: ResNetSpec, plan: Norm, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     if not spec.batch_norm:
         return Identity()
     # Flax momentum is the weight of the old value: 1 - PyTorch's; the exact two-pass
     # variance (use_fast_variance=False) matches PyTorch and Keras in training
     return BatchNorm(
-        channels, policy=policy, momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, use_fast_variance=False, rngs=rngs,
+        plan.channels, policy=policy, momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, use_fast_variance=False, rngs=rngs,
     )
 
 
@@ -96,15 +96,13 @@ class ReLU(nnx.Module):
 
 def make_stem(spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
-    convs = spec.stem_convs()
+    plan = spec.plan().stem
     stem = []
-    for i, (cin, cout, kernel, stride) in enumerate(convs):
-        last = i == len(convs) - 1
+    for i, c in enumerate(plan.convs):
         if i:
-            stem.append(norm(spec, cin, rngs=rngs, policy=policy))
+            stem.append(norm(spec, plan.norms[i - 1], rngs=rngs, policy=policy))
             stem.append(ReLU())
-        bias = spec.has_bias(not (last and spec.preact), stem=True)
-        stem.append(conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, policy=policy, stem=True))
+        stem.append(conv(c, rngs=rngs, policy=policy))
     return stem[0] if spec.stem != "deep" else Sequential(stem)
 
 
@@ -160,18 +158,48 @@ def avg_pool(stride: int) -> nnx.Module:
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
     if plan.shortcut == "identity":
         return Identity()
-    if plan.shortcut in PROJECTIONS:
-        with_bn = spec.batch_norm and spec.shortcut_bn
-        bias = spec.has_bias(with_bn)
+    if plan.projection:
         # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
-        pooled = plan.shortcut == "avgpool_projection"
-        projection = [avg_pool(plan.stride)] if pooled else []
-        stride = 1 if pooled else plan.stride
-        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias, rngs=rngs, policy=policy))
-        if with_bn:
-            projection.append(norm(spec, plan.out_channels, rngs=rngs, policy=policy))
+        projection = [avg_pool(plan.stride)] if plan.shortcut == "avgpool_projection" else []
+        projection.append(conv(plan.projection, rngs=rngs, policy=policy))
+        if plan.projection_norm:
+            projection.append(norm(spec, plan.projection_norm, rngs=rngs, policy=policy))
         return Sequential(projection)
     return Shortcut(plan)
+
+
+class SqueezeExcitation(nnx.Module):
+    """Hu et al. 2018 as timm's SEModule: each channel's mean, squeezed and expanded by 1x1 convs, gates it."""
+
+    def __init__(self, plan: Attention, *, rngs: nnx.Rngs, policy: Policy):
+        squeeze, expand = plan.convs
+        self.fc1 = conv(squeeze, rngs=rngs, policy=policy)
+        self.fc2 = conv(expand, rngs=rngs, policy=policy)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2), keepdims=True)
+        s = self.fc2(nnx.relu(self.fc1(s)))
+        return x * nnx.sigmoid(s)
+
+
+class EfficientChannelAttention(nnx.Module):
+    """Wang et al. 2020 as timm's EcaModule: a 1-D conv along the channels' means gates each channel."""
+
+    def __init__(self, plan: Attention, *, rngs: nnx.Rngs, policy: Policy):
+        (c,) = plan.convs
+        self.conv = conv(c, rngs=rngs, policy=policy)  # nnx.Conv takes a 1-D kernel as it takes a 2-D one
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s = jnp.mean(x, axis=(1, 2))[..., None]  # (N, C, 1): the channels are the sequence the conv slides along
+        s = self.conv(s)
+        return x * nnx.sigmoid(s)[:, None, None, :, 0]
+
+
+def make_attention(plan: Attention | None, *, rngs: nnx.Rngs, policy: Policy) -> nnx.Module:
+    if plan is None:
+        return Identity()
+    gate = SqueezeExcitation if plan.kind == "se" else EfficientChannelAttention
+    return gate(plan, rngs=rngs, policy=policy)
 
 
 class Block(nnx.Module):
@@ -180,16 +208,15 @@ class Block(nnx.Module):
     def __init__(self, spec: ResNetSpec, plan: BlockPlan, *, rngs: nnx.Rngs, policy: Policy):
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
-        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
-            last = i == self.depth
+        for i, (c, n) in enumerate(zip(plan.convs, plan.norms), start=1):
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, cin, rngs=rngs, policy=policy))
-            bias = spec.has_bias(not (last and self.preact))
-            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, rngs=rngs, policy=policy))
+                setattr(self, f"bn{i}", norm(spec, n, rngs=rngs, policy=policy))
+            setattr(self, f"conv{i}", conv(c, rngs=rngs, policy=policy))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, cout, rngs=rngs, policy=policy))
+                setattr(self, f"bn{i}", norm(spec, n, rngs=rngs, policy=policy))
+        self.se = make_attention(plan.attention, rngs=rngs, policy=policy)
         self.downsample = make_shortcut(spec, plan, rngs=rngs, policy=policy)
-        self.projects = plan.shortcut in PROJECTIONS
+        self.projects = plan.projection is not None
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.preact:
@@ -200,6 +227,7 @@ class Block(nnx.Module):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
             if i < self.depth:
                 out = nnx.relu(out)
+        out = self.se(out)
         if self.relu_after_add:
             return nnx.relu(out + identity)
         return nnx.relu(out) + identity  # the TF seed's block: ReLU inside the branch, then add
@@ -224,15 +252,16 @@ class ResNet(nnx.Module):
     def __init__(self, spec: ResNetSpec, *, rngs: nnx.Rngs, policy: Policy = Policy()):
         self.spec = spec
         self.policy = policy
+        plan = spec.plan()
         self.conv1 = make_stem(spec, rngs=rngs, policy=policy)
         if not spec.preact:
-            self.bn1 = norm(spec, spec.stem_width, rngs=rngs, policy=policy)
+            self.bn1 = norm(spec, plan.stem.norm, rngs=rngs, policy=policy)
         self.maxpool = MaxPool(spec) if spec.stem != "cifar" else Identity()
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan, rngs=rngs, policy=policy) for plan in spec.blocks() if plan.stage == stage]
+            blocks = [Block(spec, block, rngs=rngs, policy=policy) for block in plan.blocks if block.stage == stage]
             setattr(self, f"layer{stage}", nnx.List(blocks))
         if spec.preact:
-            self.post_bn = norm(spec, spec.final_width, rngs=rngs, policy=policy)
+            self.post_bn = norm(spec, plan.post_norm, rngs=rngs, policy=policy)
         bound = linear_bound(spec.final_width)
         fc_init = nnx.initializers.uniform(2 * bound)
         shifted = lambda key, shape, dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)

@@ -12,13 +12,14 @@ from flax import nnx
 
 from shared.errors import ParityInputError
 from shared.weights import (
-    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
+    DENSE_TO_IN_OUT, OIHW_TO_HWIO, OIK_TO_KIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
 )
 
 from .resnet import ResNet
 
 PARAMS: ParamTable = {
     "conv": {"weight": ("kernel", OIHW_TO_HWIO), "bias": ("bias", None)},
+    "conv1d": {"weight": ("kernel", OIK_TO_KIO)},
     "bn": {"weight": ("scale", None), "bias": ("bias", None), "running_mean": ("mean", None), "running_var": ("var", None)},
     "linear": {"weight": ("kernel", DENSE_TO_IN_OUT), "bias": ("bias", None)},
 }

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, Attention, BlockPlan, Conv, Norm, ResNetSpec, get_spec
 
 LAYOUT = "NCHW"
 
@@ -26,9 +26,9 @@ def tf_same_pad(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -
 class Conv2d(nn.Conv2d):
     """nn.Conv2d that can also pad like TensorFlow's 'same' (more at the bottom/right); PyTorch pads symmetrically."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool, padding: str):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, bias: bool, padding: str, groups: int = 1):
         self.tf_same = padding == "tf_same"
-        super().__init__(cin, cout, kernel, stride, padding=0 if self.tf_same else kernel // 2, bias=bias)
+        super().__init__(cin, cout, kernel, stride, padding=0 if self.tf_same else kernel // 2, bias=bias, groups=groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.tf_same:
@@ -36,27 +36,26 @@ class Conv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, stem: bool = False) -> nn.Module:
-    return Conv2d(cin, cout, kernel, stride, bias, spec.stem_padding if stem else spec.padding)
+def conv(plan: Conv) -> nn.Module:
+    # groups > 1: a grouped conv (ResNeXt), one nn.Conv2d; its weight is (out, in / groups, k, k)
+    return Conv2d(plan.in_channels, plan.out_channels, plan.kernel, plan.stride, plan.bias, plan.padding, plan.groups)
 
 
-def norm(spec: ResNetSpec, channels: int) -> nn.Module:
+def norm(spec: ResNetSpec, plan: Norm) -> nn.Module:
     if not spec.batch_norm:
         return nn.Identity()
-    return nn.BatchNorm2d(channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
+    return nn.BatchNorm2d(plan.channels, eps=spec.bn_eps, momentum=spec.bn_momentum)
 
 
 def make_stem(spec: ResNetSpec) -> nn.Module:
     """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
-    convs = spec.stem_convs()
+    plan = spec.plan().stem
     stem = []
-    for i, (cin, cout, kernel, stride) in enumerate(convs):
-        last = i == len(convs) - 1
+    for i, c in enumerate(plan.convs):
         if i:
-            stem.append(norm(spec, cin))
+            stem.append(norm(spec, plan.norms[i - 1]))
             stem.append(nn.ReLU(inplace=True))
-        bias = spec.has_bias(not (last and spec.preact), stem=True)
-        stem.append(conv(spec, cin, cout, kernel, stride, bias, stem=True))
+        stem.append(conv(c))
     return stem[0] if spec.stem != "deep" else nn.Sequential(*stem)
 
 
@@ -105,18 +104,50 @@ def avg_pool(stride: int) -> nn.Module:
 def make_shortcut(spec: ResNetSpec, plan: BlockPlan) -> nn.Module:
     if plan.shortcut == "identity":
         return nn.Identity()
-    if plan.shortcut in PROJECTIONS:
-        with_bn = spec.batch_norm and spec.shortcut_bn
-        bias = spec.has_bias(with_bn)
+    if plan.projection:
         # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
-        pooled = plan.shortcut == "avgpool_projection"
-        projection = [avg_pool(plan.stride)] if pooled else []
-        stride = 1 if pooled else plan.stride
-        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias))
-        if with_bn:
-            projection.append(norm(spec, plan.out_channels))
+        projection = [avg_pool(plan.stride)] if plan.shortcut == "avgpool_projection" else []
+        projection.append(conv(plan.projection))
+        if plan.projection_norm:
+            projection.append(norm(spec, plan.projection_norm))
         return nn.Sequential(*projection)
     return Shortcut(plan)
+
+
+class SqueezeExcitation(nn.Module):
+    """Hu et al. 2018 as timm's SEModule: each channel's mean, squeezed and expanded by 1x1 convs, gates it."""
+
+    def __init__(self, plan: Attention):
+        super().__init__()
+        squeeze, expand = plan.convs
+        self.fc1 = conv(squeeze)
+        self.relu = nn.ReLU(inplace=True)
+        self.fc2 = conv(expand)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.fc2(self.relu(self.fc1(s)))
+        return x * torch.sigmoid(s)
+
+
+class EfficientChannelAttention(nn.Module):
+    """Wang et al. 2020 as timm's EcaModule: a 1-D conv along the channels' means gates each channel."""
+
+    def __init__(self, plan: Attention):
+        super().__init__()
+        (c,) = plan.convs
+        self.conv = nn.Conv1d(c.in_channels, c.out_channels, c.kernel, padding=c.kernel // 2, bias=c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3)).unsqueeze(1)  # (N, 1, C): the channels are the sequence the conv slides along
+        s = self.conv(s)
+        return x * torch.sigmoid(s).transpose(1, 2).unsqueeze(-1)
+
+
+def make_attention(plan: Attention | None) -> nn.Module:
+    if plan is None:
+        return nn.Identity()
+    return SqueezeExcitation(plan) if plan.kind == "se" else EfficientChannelAttention(plan)
 
 
 class Block(nn.Module):
@@ -126,20 +157,19 @@ class Block(nn.Module):
         super().__init__()
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
-        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
-            last = i == self.depth
+        for i, (c, n) in enumerate(zip(plan.convs, plan.norms), start=1):
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, cin))
-            bias = spec.has_bias(not (last and self.preact))
-            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias))
+                setattr(self, f"bn{i}", norm(spec, n))
+            setattr(self, f"conv{i}", conv(c))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, cout))
+                setattr(self, f"bn{i}", norm(spec, n))
+        self.se = make_attention(plan.attention)
         # in place, as torchvision: after a conv, BN or the sum, a ReLU reads a tensor nothing else holds and
         # writes no second copy of the activations. Not in pre-activation blocks, whose first ReLU can read
         # the block's input itself (when BN is off)
         self.relu = nn.ReLU(inplace=not spec.preact)
         self.downsample = make_shortcut(spec, plan)
-        self.projects = plan.shortcut in PROJECTIONS
+        self.projects = plan.projection is not None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
@@ -150,6 +180,7 @@ class Block(nn.Module):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
             if i < self.depth:
                 out = self.relu(out)
+        out = self.se(out)
         if self.relu_after_add:
             out += identity  # in place, as torchvision: the last BN's (or conv's) backward does not read its output
             return self.relu(out)
@@ -174,18 +205,19 @@ class ResNet(nn.Module):
     def __init__(self, spec: ResNetSpec, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.spec = spec
+        plan = spec.plan()
         # mixed precision: the parameters stay float32, the forward runs under torch.autocast in this dtype
         self.compute_dtype = compute_dtype
         self.conv1 = make_stem(spec)
         if not spec.preact:
-            self.bn1 = norm(spec, spec.stem_width)
+            self.bn1 = norm(spec, plan.stem.norm)
         self.relu = nn.ReLU(inplace=not spec.preact)  # the stem's (fresh), or post_bn's (maybe the last block's output)
         self.maxpool = MaxPool(spec) if spec.stem != "cifar" else nn.Identity()
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan) for plan in spec.blocks() if plan.stage == stage]
+            blocks = [Block(spec, block) for block in plan.blocks if block.stage == stage]
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         if spec.preact:
-            self.post_bn = norm(spec, spec.final_width)
+            self.post_bn = norm(spec, plan.post_norm)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(spec.final_width, spec.num_classes)
         self.reset_parameters()
@@ -197,7 +229,7 @@ class ResNet(nn.Module):
             return
         # torchvision's init, spelled out so the other frameworks can match it
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

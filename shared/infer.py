@@ -1,7 +1,9 @@
 """Architecture inference: the preset (and overrides) that canonical weights belong to, from keys and shapes alone.
 
-The weights show the block kind, blocks per stage, widths, stem, input channels, classes and
-which layers exist (BN, conv biases, projection shortcuts and where they are). They never show
+The weights show the block kind, blocks per stage, widths, groups, stem, input channels, classes and
+which layers exist (BN, conv biases, projection shortcuts and where they are, SE or ECA gates). The
+relations between them are the spec's (``EXPANSION``, ``bottleneck_width``), and the result is checked
+against the shapes ``shared.spec`` derives. They never show
 strides, stride placement (v1 on the 1x1 vs v1.5 on the 3x3), padding or BN epsilon: those come
 from the closest preset, and ``Inference.notes()`` says which values were taken.
 """
@@ -15,13 +17,13 @@ from typing import Mapping
 import numpy as np
 
 from .errors import ArchitectureError
-from .spec import PRESETS, PROJECTIONS, ResNetSpec
+from .spec import EXPANSION, PRESETS, PROJECTIONS, ResNetSpec, bottleneck_width
 from .weights import IGNORED_SUFFIXES, WeightMismatchError, check_weights
 
 # Differences that make a variant of a preset rather than another network (a new head or input).
 MINOR = ("in_channels", "num_classes")
 # Differences in kind, not degree: another block, stem or normalisation is further away than another depth.
-MAJOR = ("block", "stem", "preact", "batch_norm")
+MAJOR = ("block", "stem", "preact", "batch_norm", "attention")
 # Spec fields no weight shape depends on; reported when they decide the network.
 UNRECORDED = ("stride_on", "strides", "stride_block", "padding", "stem_padding", "bn_eps")
 # Not part of the network itself.
@@ -88,14 +90,17 @@ def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     conv = f"downsample.{1 if pooled else 0}.weight"
     projections = [np.shape(weights[k]) for k in keys if k.endswith(f".{conv}")]
     widths = [np.shape(weights[k])[0] for k in stem_convs]
+    block = "bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic"
     observed = {
         "stem": "deep" if deep else "imagenet" if stem[2] == 7 else "cifar",
         "stem_width": widths[-1],
         "stem_widths": tuple(widths[:-1]),
         "in_channels": stem[1],
-        "block": "bottleneck" if any(k.endswith(".conv3.weight") for k in keys) else "basic",
+        "block": block,
         "layers": tuple(len(blocks[s]) for s in stages),
-        "widths": tuple(np.shape(weights[f"layer{s}.0.conv1.weight"])[0] for s in stages),
+        **_widths(weights, block, len(stages)),
+        "attention": "se" if any(k.endswith(".se.fc1.weight") for k in keys) else
+                     "eca" if any(k.endswith(".se.conv.weight") for k in keys) else "none",
         "preact": preact,
         "batch_norm": batch_norm,
         "shortcut": "avgpool_projection" if pooled else "projection" if projections else "parameter-free",
@@ -116,6 +121,29 @@ def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
         else:
             observed["conv_bias"] = "unnormalized"
     return observed
+
+
+def _widths(weights: Mapping[str, np.ndarray], block: str, stages: int) -> dict[str, object]:
+    """``widths``, ``groups`` and ``width_per_group``, read off each stage's first block: its output (the last conv's),
+    and a bottleneck's grouped 3x3 conv, (width, width / groups, 3, 3)."""
+    last = "conv3" if block == "bottleneck" else "conv2"
+    shapes = []
+    for s in range(1, stages + 1):
+        shape = np.shape(weights.get(f"layer{s}.0.{last}.weight"))
+        if len(shape) != 4:
+            raise ArchitectureError(f"no 4-d layer{s}.0.{last}.weight")
+        shapes.append(shape)
+    found: dict[str, object] = {"widths": tuple(shape[0] // EXPANSION[block] for shape in shapes), "groups": 1,
+                                "width_per_group": 64}
+    grouped = np.shape(weights.get("layer1.0.conv2.weight"))
+    if block == "bottleneck" and len(grouped) == 4 and grouped[1] and grouped[0] % grouped[1] == 0:
+        groups = grouped[0] // grouped[1]
+        width = found["widths"][0]
+        # the smallest width_per_group that gives this stage's grouped width (torchvision's int() rounds down)
+        per_group = -(-grouped[1] * 64 // width) if width else 64
+        if bottleneck_width(width, groups, per_group) == grouped[0]:
+            found.update(groups=groups, width_per_group=per_group)
+    return found
 
 
 def differences(preset: ResNetSpec, observed: Mapping[str, object]) -> dict[str, tuple[object, object]]:

@@ -182,33 +182,10 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray, label_smoothin
 def bn_sample_counts(spec: ResNetSpec, batch: int, size: int) -> dict[str, int]:
     """Values each BN channel averages over in training (batch x H x W of its input), by BN path.
 
-    Every conv and pool of the family pads so that stride s maps H to ceil(H / s).
+    Every conv and pool of the family pads so that stride s maps H to ceil(H / s), and ceil(ceil(H / a) / b)
+    is ceil(H / (a b)): a BN's input side is ceil(size / its reduction).
     """
-    counts: dict[str, int] = {}
-    if not spec.batch_norm:
-        return counts
-    h = size
-    if spec.stem == "imagenet":
-        h = -(-h // 2)
-    if not spec.preact:
-        counts["bn1"] = batch * h * h
-    if spec.stem == "imagenet":
-        h = -(-h // 2)  # the stem's max-pool
-    for block in spec.blocks():
-        p, h_in = block.prefix, h
-        for i, (_, _, _, stride) in enumerate(block.convs, start=1):
-            if spec.preact:
-                counts[f"{p}.bn{i}"] = batch * h * h
-                h = -(-h // stride)
-            else:
-                h = -(-h // stride)
-                counts[f"{p}.bn{i}"] = batch * h * h
-        if block.shortcut == "projection" and spec.shortcut_bn:
-            h_out = -(-h_in // block.stride)
-            counts[f"{p}.downsample.1"] = batch * h_out * h_out
-    if spec.preact:
-        counts["post_bn"] = batch * h * h
-    return counts
+    return {norm.path: batch * (-(-size // norm.reduction)) ** 2 for norm in spec.plan().norms()}
 
 
 Convention = Literal["biased", "unbiased"]

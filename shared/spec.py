@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from .errors import SpecError
 
@@ -16,15 +18,18 @@ StrideOn = Literal["3x3", "1x1"]
 StrideBlock = Literal["first", "last"]
 ConvBias = Literal["unnormalized", "all", "stem", "none"]
 Padding = Literal["symmetric", "tf_same"]
+AttentionKind = Literal["none", "se", "eca"]
 # what build_model's dtype takes; bfloat16 and float16 run as mixed precision over float32 parameters
 DTYPES = ("float32", "float64", "bfloat16", "float16")
 MIXED_PRECISION = ("bfloat16", "float16")
 # the fields whose values form a closed set
 _CHOICES = {"block": BlockKind, "stem": StemKind, "shortcut": ShortcutKind, "shortcut_at": ShortcutAt,
             "stride_on": StrideOn, "stride_block": StrideBlock, "conv_bias": ConvBias, "padding": Padding,
-            "stem_padding": Padding}
+            "stem_padding": Padding, "attention": AttentionKind}
 # the shortcuts with weights
 PROJECTIONS = ("projection", "avgpool_projection")
+# a stage's output channels per unit of its width (torchvision's Block.expansion)
+EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
 @dataclass(frozen=True)
@@ -36,9 +41,22 @@ class ResNetSpec:
     - ``name``: the preset's name, or any label for a custom spec.
     - ``block``: "basic" (two 3x3 convs) or "bottleneck" (1x1, 3x3, 1x1; 4x wider output).
     - ``layers``: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-    - ``widths``: each stage's *bottleneck* width, the channels of its 3x3 convs (64, 128, 256, 512 for
-      ResNet-50, whose stage outputs are 4x that). References disagree here: Hugging Face's
-      ``hidden_sizes`` are the stage outputs.
+    - ``widths``: each stage's width, torchvision's ``planes`` (64, 128, 256, 512 for ResNet-50): a basic
+      stage outputs that many channels, a bottleneck stage 4x that (``stage_widths``), and its 3x3 convs
+      have ``int(width * width_per_group / 64) * groups`` (the width itself for ResNet-50). References
+      disagree here: Hugging Face's ``hidden_sizes`` are the stage outputs.
+    - ``groups``, ``width_per_group``: torchvision's names (timm's ``cardinality``, ``base_width``) for the
+      bottleneck's 3x3 conv: split into ``groups`` groups (ResNeXt, Xie et al. 2017: 32 for 32x4d), each
+      ``width_per_group`` channels wide per 64 of ``widths`` (4 for 32x4d; 128 for Wide ResNet-50-2,
+      Zagoruyko & Komodakis 2016). Basic blocks take only 1 and 64, as in torchvision.
+    - ``attention``: timm's ``attn_layer``, a channel gate on the residual branch after its last BN, before
+      the addition, as module ``se`` of the block: "se" = Squeeze-and-Excitation (Hu et al. 2018: global
+      mean, 1x1 conv ``fc1`` down to ``make_divisible(C * se_rd_ratio, se_rd_divisor)`` channels, ReLU,
+      1x1 conv ``fc2`` back, sigmoid; timm's SEModule), "eca" = Efficient Channel Attention (Wang et al.
+      2020: global mean, a 1-D conv over the channels with kernel ``int(|log2(C) + eca_beta| / eca_gamma)``
+      rounded up to odd, at least 3, sigmoid; timm's EcaModule), "none" = no gate.
+    - ``se_rd_ratio``, ``se_rd_divisor``: SEModule's ``rd_ratio`` and ``rd_divisor`` (1/16 and 8).
+    - ``eca_gamma``, ``eca_beta``: EcaModule's ``gamma`` and ``beta`` (2 and 1).
     - ``strides``: each stage's stride (its first block's, or its last's, see ``stride_block``).
     - ``stem``: "imagenet" = conv 7x7/2 + BN + ReLU + max-pool 3x3/2; "cifar" = conv 3x3/1 + BN + ReLU;
       "deep" = ResNet-C/D of He et al. 2019 (Bag of Tricks) as timm builds it: a 3x3/2 conv, then
@@ -86,6 +104,13 @@ class ResNetSpec:
     layers: tuple[int, ...]
     widths: tuple[int, ...]
     strides: tuple[int, ...]
+    groups: int = 1
+    width_per_group: int = 64
+    attention: AttentionKind = "none"
+    se_rd_ratio: float = 1 / 16
+    se_rd_divisor: int = 8
+    eca_gamma: float = 2.0
+    eca_beta: float = 1.0
     stem: StemKind = "imagenet"
     stem_width: int = 64
     stem_widths: tuple[int, ...] = ()
@@ -125,65 +150,103 @@ class ResNetSpec:
             raise SpecError(f"{self.name}: pool_zero_pad is Keras applications' symmetric pad; padding='tf_same' pads with -inf")
         if (self.stem == "deep") != bool(self.stem_widths):
             raise SpecError(f"{self.name}: stem_widths are for stem='deep' and it needs them, got {self.stem_widths}")
-        for field in ("in_channels", "num_classes", "stem_width", "image_size"):
+        for field in ("in_channels", "num_classes", "stem_width", "image_size", "groups", "width_per_group", "se_rd_divisor"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise SpecError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)!r}")
         if not 0 < self.bn_eps < 1 or not 0 < self.bn_momentum < 1:
             raise SpecError(f"{self.name}: bn_eps and bn_momentum must lie in (0, 1), got {self.bn_eps}, {self.bn_momentum}")
-
-    @property
-    def expansion(self) -> int:
-        return 4 if self.block == "bottleneck" else 1
-
-    @property
-    def final_width(self) -> int:
-        return self.widths[-1] * self.expansion
+        if self.block == "basic" and (self.groups, self.width_per_group) != (1, 64):
+            raise SpecError(f"{self.name}: groups={self.groups}, width_per_group={self.width_per_group}: basic blocks "
+                            "take only groups=1 and width_per_group=64, as in torchvision")
+        if self.block == "bottleneck" and min(bottleneck_width(w, self.groups, self.width_per_group) for w in self.widths) < 1:
+            raise SpecError(f"{self.name}: width_per_group={self.width_per_group} leaves a stage of widths {self.widths} "
+                            "without channels")
+        if not 0 < self.se_rd_ratio <= 1 or not self.eca_gamma > 0 or not self.eca_beta >= 0:
+            raise SpecError(f"{self.name}: se_rd_ratio must lie in (0, 1], eca_gamma be > 0 and eca_beta >= 0, got "
+                            f"{self.se_rd_ratio}, {self.eca_gamma}, {self.eca_beta}")
+        unused = [f.name for f in dataclasses.fields(self) if f.name.startswith(("se_", "eca_"))
+                  and not f.name.startswith(f"{self.attention}_") and getattr(self, f.name) != f.default]
+        if unused:
+            raise SpecError(f"{self.name}: {', '.join(unused)} set, but attention={self.attention!r}")
+        if self.attention != "none" and (self.preact or not self.relu_after_add):
+            raise SpecError(f"{self.name}: attention={self.attention!r} is timm's, on blocks that add, then apply ReLU; "
+                            "not on pre-activation blocks or with relu_after_add=False")
 
     @property
     def num_stages(self) -> int:
         return len(self.layers)
 
-    def has_bias(self, followed_by_bn: bool, stem: bool = False) -> bool:
-        """Whether a conv carries a bias (see ``conv_bias``)."""
-        if self.conv_bias == "none":
-            return False
-        if self.conv_bias == "all" or (stem and self.conv_bias == "stem"):
-            return True
-        return not (self.batch_norm and followed_by_bn)
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Each stage's output channels."""
+        return tuple(width * EXPANSION[self.block] for width in self.widths)
 
-    def stem_convs(self) -> list[tuple[int, int, int, int]]:
-        """The stem's convs in order: (in, out, kernel, stride) each."""
-        if self.stem != "deep":
-            return [(self.in_channels, self.stem_width, *((7, 2) if self.stem == "imagenet" else (3, 1)))]
-        widths = (self.in_channels, *self.stem_widths, self.stem_width)
-        return [(cin, cout, 3, 2 if i == 0 else 1) for i, (cin, cout) in enumerate(zip(widths, widths[1:]))]
+    @property
+    def final_width(self) -> int:
+        return self.stage_widths[-1]
 
-    def blocks(self) -> list[BlockPlan]:
-        """Every residual block in order, with its channels, stride and shortcut."""
-        plans = []
-        in_ch = self.stem_width
-        for stage, (n, width, stride) in enumerate(zip(self.layers, self.widths, self.strides)):
-            out_ch = width * self.expansion
-            for index in range(n):
-                strided = index == (0 if self.stride_block == "first" else n - 1)
-                s = stride if strided else 1
-                if in_ch != out_ch or (index == 0 and self.shortcut_at == "stage_start"):
-                    shortcut = self.shortcut
-                elif s != 1:
-                    shortcut = "subsample"
-                else:
-                    shortcut = "identity"
-                if self.block == "basic":
-                    convs = ((in_ch, width, 3, s), (width, out_ch, 3, 1))
-                else:
-                    s1, s3 = (s, 1) if self.stride_on == "1x1" else (1, s)
-                    convs = ((in_ch, width, 1, s1), (width, width, 3, s3), (width, out_ch, 1, 1))
-                plans.append(BlockPlan(f"layer{stage + 1}.{index}", stage + 1, in_ch, out_ch, s, shortcut, convs))
-                in_ch = out_ch
-        return plans
+    def plan(self) -> NetworkPlan:
+        """The network as the models build it: every conv, BN, gate and the classifier, with canonical paths."""
+        return _plan(self)
+
+    def stem_convs(self) -> tuple[Conv, ...]:
+        return self.plan().stem.convs
+
+    def blocks(self) -> tuple[BlockPlan, ...]:
+        """Every residual block in order, with its convs, BNs, gate and shortcut."""
+        return self.plan().blocks
 
     def replace(self, **overrides) -> ResNetSpec:
         return dataclasses.replace(self, **overrides)
+
+
+# ----------------------------------------------------------------------------- the one derivation of the geometry
+
+
+class Conv(NamedTuple):
+    """One convolution: its canonical module path, channels, square kernel, stride, bias, padding and groups."""
+
+    path: str  # 'layer3.2.conv2'
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    bias: bool
+    padding: Padding
+    groups: int = 1
+    dims: int = 2  # spatial dimensions: 1 for ECA's conv, which slides along the channels
+
+
+class Norm(NamedTuple):
+    """One BatchNorm: its canonical path, channels, and the stride from the image to its input (``reduction``):
+    in training it averages batch x ceil(H / reduction) x ceil(W / reduction) values per channel."""
+
+    path: str
+    channels: int
+    reduction: int
+
+
+class Attention(NamedTuple):
+    """A block's channel gate (``attention``): SE's convs ``fc1``, ``fc2`` or ECA's ``conv``, under ``path``."""
+
+    path: str  # 'layer1.0.se', timm's name for either gate
+    kind: AttentionKind
+    channels: int
+    convs: tuple[Conv, ...]
+
+
+class Linear(NamedTuple):
+    path: str
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class StemPlan:
+    convs: tuple[Conv, ...]
+    norms: tuple[Norm, ...]  # the deep stem's BN after each conv but the last (conv1.1, conv1.4)
+    norm: Norm | None  # bn1, after the last conv; None in pre-activation networks
+    maxpool: bool
 
 
 @dataclass(frozen=True)
@@ -196,7 +259,147 @@ class BlockPlan:
     out_channels: int
     stride: int
     shortcut: Literal["identity", "subsample", "projection", "avgpool_projection", "pad", "avgpool_pad"]
-    convs: tuple[tuple[int, int, int, int], ...]  # the residual branch: (in, out, kernel, stride) each
+    convs: tuple[Conv, ...]  # the residual branch
+    norms: tuple[Norm, ...]  # bn1, bn2, ...: after each conv (before it, pre-activation)
+    attention: Attention | None
+    projection: Conv | None  # the shortcut's conv: downsample.0, or downsample.1 behind ResNet-D's average pool
+    projection_norm: Norm | None  # the BN after it, where there is one
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    stem: StemPlan
+    blocks: tuple[BlockPlan, ...]
+    post_norm: Norm | None  # pre-activation's BN after the last stage
+    fc: Linear
+    batch_norm: bool  # False: no BN at any of the norms' places
+    preact: bool  # each block's BN before its conv
+
+    def modules(self) -> list[Conv | Norm | Linear]:
+        """Every module with weights, in forward order (timm's and torchvision's state_dict order)."""
+        bn = self.batch_norm
+        out: list[Conv | Norm | Linear] = []
+        for i, conv in enumerate(self.stem.convs):
+            out += [self.stem.norms[i - 1]] if i and bn else []
+            out.append(conv)
+        out += [self.stem.norm] if self.stem.norm and bn else []
+        for b in self.blocks:
+            for conv, norm in zip(b.convs, b.norms):
+                out += ([norm, conv] if self.preact else [conv, norm]) if bn else [conv]
+            out += list(b.attention.convs) if b.attention else []
+            out += [m for m in (b.projection, b.projection_norm) if m]
+        out += [self.post_norm] if self.post_norm and bn else []
+        return [*out, self.fc]
+
+    def norms(self) -> list[Norm]:
+        """Every BatchNorm, in forward order."""
+        return [m for m in self.modules() if isinstance(m, Norm)]
+
+
+def bottleneck_width(width: int, groups: int, width_per_group: int) -> int:
+    """The channels of a bottleneck's 3x3 conv (torchvision's ``int(planes * (base_width / 64.)) * groups``)."""
+    return int(width * (width_per_group / 64.0)) * groups
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """SE's squeeze width: ``value`` rounded to the nearest multiple of ``divisor``, at least ``divisor``
+    (timm's make_divisible with round_limit=0, as SEModule calls it)."""
+    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+
+
+def eca_kernel(channels: int, gamma: float, beta: float) -> int:
+    """ECA's kernel for ``channels`` (Wang et al. 2020, eq. 12), odd and at least 3, with timm's arithmetic."""
+    t = int(abs(math.log(channels, 2) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+def _bias(spec: ResNetSpec, followed_by_bn: bool, stem: bool = False) -> bool:
+    """Whether a conv carries a bias (see ``conv_bias``)."""
+    if spec.conv_bias == "none":
+        return False
+    if spec.conv_bias == "all" or (stem and spec.conv_bias == "stem"):
+        return True
+    return not (spec.batch_norm and followed_by_bn)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(spec: ResNetSpec) -> NetworkPlan:
+    # the stem: one conv, or the deep stem's 3x3/2 then 3x3/1 convs, as timm's nn.Sequential (conv 3i, BN 3i + 1)
+    kernel, stride = {"imagenet": (7, 2), "cifar": (3, 1), "deep": (3, 2)}[spec.stem]
+    widths = (spec.in_channels, *spec.stem_widths, spec.stem_width)
+    convs, norms, reduction = [], [], stride
+    for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
+        last = i == len(widths) - 2
+        path = f"conv1.{3 * i}" if spec.stem == "deep" else "conv1"
+        # pre-activation leaves the last stem conv without BN after it
+        convs.append(Conv(path, cin, cout, kernel, stride if i == 0 else 1, _bias(spec, not (last and spec.preact), stem=True),
+                          spec.stem_padding))
+        if not last:
+            norms.append(Norm(f"conv1.{3 * i + 1}", cout, reduction))
+    stem = StemPlan(tuple(convs), tuple(norms), None if spec.preact else Norm("bn1", spec.stem_width, reduction),
+                    maxpool=spec.stem != "cifar")
+    reduction *= 2 if stem.maxpool else 1
+
+    blocks, in_ch = [], spec.stem_width
+    for stage, (n, width, out_ch, stage_stride) in enumerate(
+            zip(spec.layers, spec.widths, spec.stage_widths, spec.strides), start=1):
+        for index in range(n):
+            prefix = f"layer{stage}.{index}"
+            s = stage_stride if index == (0 if spec.stride_block == "first" else n - 1) else 1
+            if in_ch != out_ch or (index == 0 and spec.shortcut_at == "stage_start"):
+                shortcut = spec.shortcut
+            else:
+                shortcut = "subsample" if s != 1 else "identity"
+            if spec.block == "basic":
+                branch = ((in_ch, width, 3, s, 1), (width, out_ch, 3, 1, 1))
+            else:
+                inner = bottleneck_width(width, spec.groups, spec.width_per_group)
+                s1, s3 = (s, 1) if spec.stride_on == "1x1" else (1, s)
+                branch = ((in_ch, inner, 1, s1, 1), (inner, inner, 3, s3, spec.groups), (inner, out_ch, 1, 1, 1))
+            convs, norms, r = [], [], reduction
+            for i, (cin, cout, k, cs, groups) in enumerate(branch, start=1):
+                last = i == len(branch)
+                if spec.preact:  # He et al. 2016b: BN + ReLU before each conv; the last feeds the addition directly
+                    norms.append(Norm(f"{prefix}.bn{i}", cin, r))
+                r *= cs
+                convs.append(Conv(f"{prefix}.conv{i}", cin, cout, k, cs, _bias(spec, not (last and spec.preact)), spec.padding,
+                                  groups))
+                if not spec.preact:
+                    norms.append(Norm(f"{prefix}.bn{i}", cout, r))
+            blocks.append(BlockPlan(prefix, stage, in_ch, out_ch, s, shortcut, tuple(convs), tuple(norms),
+                                    _attention(spec, f"{prefix}.se", out_ch), *_projection(spec, prefix, shortcut, in_ch,
+                                                                                           out_ch, s, reduction)))
+            in_ch, reduction = out_ch, reduction * s
+    post_norm = Norm("post_bn", spec.final_width, reduction) if spec.preact else None
+    return NetworkPlan(stem, tuple(blocks), post_norm, Linear("fc", spec.final_width, spec.num_classes), spec.batch_norm,
+                       spec.preact)
+
+
+def _attention(spec: ResNetSpec, path: str, channels: int) -> Attention | None:
+    """timm's gate for ``channels``; its convs carry a bias whatever ``conv_bias`` says (SEModule's bias=True)."""
+    if spec.attention == "se":
+        hidden = make_divisible(channels * spec.se_rd_ratio, spec.se_rd_divisor)
+        convs = (Conv(f"{path}.fc1", channels, hidden, 1, 1, True, "symmetric"),
+                 Conv(f"{path}.fc2", hidden, channels, 1, 1, True, "symmetric"))
+    elif spec.attention == "eca":
+        # one filter slides along the channels of the pooled (N, 1, C) signal, zero-padded (k - 1) / 2 at each end
+        convs = (Conv(f"{path}.conv", 1, 1, eca_kernel(channels, spec.eca_gamma, spec.eca_beta), 1, False, "symmetric",
+                      dims=1),)
+    else:
+        return None
+    return Attention(path, spec.attention, channels, convs)
+
+
+def _projection(spec: ResNetSpec, prefix: str, shortcut: str, cin: int, cout: int, stride: int, reduction: int
+                ) -> tuple[Conv | None, Norm | None]:
+    """A projection shortcut's conv and BN. ResNet-D (He et al. 2019 §4.2) average-pools first (``downsample.0``,
+    no weights), so the 1x1 conv reads every input, at stride 1."""
+    if shortcut not in PROJECTIONS:
+        return None, None
+    with_bn = spec.batch_norm and spec.shortcut_bn
+    first = 1 if shortcut == "avgpool_projection" else 0
+    conv = Conv(f"{prefix}.downsample.{first}", cin, cout, 1, 1 if first else stride, _bias(spec, with_bn), spec.padding)
+    return conv, Norm(f"{prefix}.downsample.{first + 1}", cout, reduction * stride) if with_bn else None
 
 
 _TORCHVISION = "torchvision (He et al. 2016, v1.5)"
@@ -214,6 +417,13 @@ _KERAS_HUB_VD = dict(_RESNET_D, shortcut_at="stage_start", source="keras-hub Res
 # keras-hub's use_pre_activation=True: unlike keras.applications V2, no conv has a bias, the first block of a
 # stage strides (on the 3x3), and the max-pool pads with -inf
 _KERAS_HUB_V2 = dict(preact=True, shortcut_bn=False, conv_bias="none", source="keras-hub ResNet v2 (He et al. 2016b)")
+# torchvision's resnext*/wide_resnet* (timm builds the same under the same names and keys)
+_RESNEXT = "torchvision ResNeXt (Xie et al. 2017)"
+_WIDE = dict(width_per_group=128, source="torchvision Wide ResNet (Zagoruyko & Komodakis 2016)")
+# timm's gated ResNets, each the member of its kind with the most published weights among those the other
+# fields here describe (timm 1.0.31: seresnet50 4, seresnext50_32x4d 2, ecaresnet50t 4 and ecaresnet50d 1 tags)
+_SE = dict(attention="se", source="timm SE-ResNet (Hu et al. 2018)")
+_ECA = dict(_RESNET_D, attention="eca", source="timm ECA-ResNet-D (Wang et al. 2020)")
 # seed 001's PyTorch networks: the stride on the first 1x1 (v1), a bias on the stem conv alone
 _SEED_TORCH = dict(block="bottleneck", stride_on="1x1", conv_bias="stem")
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
@@ -270,6 +480,16 @@ PRESETS: dict[str, ResNetSpec] = {
         _imagenet("keras_resnet152v2", layers=(3, 8, 36, 3), **_KERAS_V2),
         *(_imagenet(f"keras_hub_resnet{depth}vd", *_DEPTHS[depth], **_KERAS_HUB_VD) for depth in (18, 34)),
         *(_imagenet(f"keras_hub_resnet{depth}v2", *_DEPTHS[depth], **_KERAS_HUB_V2) for depth in (50, 101)),
+        _imagenet("resnext50_32x4d", *_DEPTHS[50], groups=32, width_per_group=4, source=_RESNEXT),
+        _imagenet("resnext101_32x8d", *_DEPTHS[101], groups=32, width_per_group=8, source=_RESNEXT),
+        _imagenet("resnext101_64x4d", *_DEPTHS[101], groups=64, width_per_group=4, source=_RESNEXT),
+        _imagenet("wide_resnet50_2", *_DEPTHS[50], **_WIDE),
+        _imagenet("wide_resnet101_2", *_DEPTHS[101], **_WIDE),
+        _imagenet("seresnet50", *_DEPTHS[50], **_SE),
+        _imagenet("seresnext50_32x4d", *_DEPTHS[50], groups=32, width_per_group=4, **_SE),
+        _imagenet("ecaresnet50d", *_DEPTHS[50], **_ECA),
+        # timm's 'deep_tiered' stem: 24-32-64
+        _imagenet("ecaresnet50t", *_DEPTHS[50], **{**_ECA, "stem_widths": (24, 32)}),
     ]
 }
 

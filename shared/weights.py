@@ -13,12 +13,13 @@ from typing import Callable, Literal, Mapping
 import numpy as np
 
 from .errors import WeightMismatchError
-from .spec import PROJECTIONS, ResNetSpec
+from .spec import Conv, Linear, Norm, ResNetSpec
 
-LayerKind = Literal["conv", "bn", "linear"]
+LayerKind = Literal["conv", "conv1d", "bn", "linear"]
 
 # The layout permutations, canonical -> Keras/Flax; inverses are derived with np.argsort.
 OIHW_TO_HWIO = (2, 3, 1, 0)
+OIK_TO_KIO = (2, 1, 0)  # ECA's 1-D conv
 DENSE_TO_IN_OUT = (1, 0)
 
 BN_STATS = ("running_mean", "running_var")
@@ -29,63 +30,31 @@ IGNORED_SUFFIXES = (".num_batches_tracked",)
 
 @dataclass(frozen=True)
 class Layer:
-    """One weight-carrying layer: its module path, kind and parameter shapes (canonical layout)."""
+    """One weight-carrying layer: its module path, kind, parameter shapes (canonical layout) and the channels it reads
+    (a grouped conv: ``groups`` times its weight's second axis)."""
 
     path: str
     kind: LayerKind
     shapes: dict[str, tuple[int, ...]]
+    in_channels: int
 
 
-def _conv(path: str, cin: int, cout: int, k: int, bias: bool) -> Layer:
-    shapes = {"weight": (cout, cin, k, k)}
-    if bias:
-        shapes["bias"] = (cout,)
-    return Layer(path, "conv", shapes)
-
-
-def _bn(path: str, c: int) -> Layer:
-    return Layer(path, "bn", {p: (c,) for p in ("weight", "bias", *BN_STATS)})
+def _layer(module: Conv | Norm | Linear) -> Layer:
+    if isinstance(module, Norm):
+        return Layer(module.path, "bn", {p: (module.channels,) for p in ("weight", "bias", *BN_STATS)}, module.channels)
+    if isinstance(module, Linear):
+        shapes = {"weight": (module.out_features, module.in_features), "bias": (module.out_features,)}
+        return Layer(module.path, "linear", shapes, module.in_features)
+    # a grouped conv's weight holds each output channel's filter over the input channels of its group
+    shapes = {"weight": (module.out_channels, module.in_channels // module.groups, *(module.kernel,) * module.dims)}
+    if module.bias:
+        shapes["bias"] = (module.out_channels,)
+    return Layer(module.path, "conv" if module.dims == 2 else "conv1d", shapes, module.in_channels)
 
 
 def canonical_layers(spec: ResNetSpec) -> list[Layer]:
-    """Every weight-carrying layer of ``spec`` in forward order, with torchvision's names (timm's for ResNet-D)."""
-    bn = spec.batch_norm
-    stem_bn = bn and not spec.preact
-    stem = spec.stem_convs()
-    layers = []
-    for i, (cin, cout, k, _) in enumerate(stem):
-        last = i == len(stem) - 1
-        # a deep stem is timm's nn.Sequential: conv 3i, BN 3i + 1, ReLU 3i + 2, ...; bn1 follows the last conv
-        path = f"conv1.{3 * i}" if spec.stem == "deep" else "conv1"
-        layers.append(_conv(path, cin, cout, k, spec.has_bias(not (last and spec.preact), stem=True)))
-        if bn and not last:
-            layers.append(_bn(f"conv1.{3 * i + 1}", cout))
-    if stem_bn:
-        layers.append(_bn("bn1", spec.stem_width))
-    for b in spec.blocks():
-        p = b.prefix
-        for i, (cin, cout, k, _) in enumerate(b.convs, start=1):
-            last = i == len(b.convs)
-            if spec.preact:
-                # BN + ReLU precede each conv; the last conv feeds the addition directly.
-                if bn:
-                    layers.append(_bn(f"{p}.bn{i}", cin))
-                layers.append(_conv(f"{p}.conv{i}", cin, cout, k, spec.has_bias(not last)))
-            else:
-                layers.append(_conv(f"{p}.conv{i}", cin, cout, k, spec.has_bias(True)))
-                if bn:
-                    layers.append(_bn(f"{p}.bn{i}", cout))
-        if b.shortcut in PROJECTIONS:
-            proj_bn = bn and spec.shortcut_bn
-            # ResNet-D's downsample.0 is the average pool, which has no weights
-            first = 1 if b.shortcut == "avgpool_projection" else 0
-            layers.append(_conv(f"{p}.downsample.{first}", b.in_channels, b.out_channels, 1, spec.has_bias(proj_bn)))
-            if proj_bn:
-                layers.append(_bn(f"{p}.downsample.{first + 1}", b.out_channels))
-    if spec.preact and bn:
-        layers.append(_bn("post_bn", spec.final_width))
-    layers.append(Layer("fc", "linear", {"weight": (spec.num_classes, spec.final_width), "bias": (spec.num_classes,)}))
-    return layers
+    """Every weight-carrying layer of ``spec`` in forward order, with torchvision's names (timm's for its variants)."""
+    return [_layer(module) for module in spec.plan().modules()]
 
 
 def canonical_shapes(spec: ResNetSpec) -> dict[str, tuple[int, ...]]:

@@ -330,8 +330,8 @@ def _holding(spec: ResNetSpec, weights: Mapping[str, np.ndarray], keras_dtype: s
             value = from_canonical(np.asarray(weights[f"{layer.path}.{param}"]), perm)
             own[attr] = getattr(target, f"{attr}_initializer")
             setattr(target, f"{attr}_initializer", lambda shape, dtype=None, value=value: value)
-        channels = layer.shapes["weight"][0 if layer.kind == "bn" else 1]
-        target.build((None, channels) if layer.kind == "linear" else (None, None, None, channels))
+        spatial = {"linear": 0, "conv1d": 1}.get(layer.kind, 2)
+        target.build((None,) * (1 + spatial) + (layer.in_channels,))
         for attr, initializer in own.items():
             setattr(target, f"{attr}_initializer", initializer)  # the layer's own, for anything that rebuilds it
         if consume:

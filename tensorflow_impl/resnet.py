@@ -8,7 +8,7 @@ import math
 import keras
 from keras import layers, ops
 
-from shared.spec import MIXED_PRECISION, PROJECTIONS, BlockPlan, ResNetSpec, get_spec
+from shared.spec import MIXED_PRECISION, Attention, BlockPlan, Conv, Norm, ResNetSpec, get_spec
 
 LAYOUT = "NHWC"
 
@@ -31,6 +31,16 @@ class Conv2d(layers.Conv2D):
             x = ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
         return super().call(x)
 
+    def convolution_op(self, inputs, kernel):
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        # a grouped conv as one conv per group, concatenated: TensorFlow's CPU kernels have no grouped gradient in
+        # float64 (nor in float32 without oneDNN), and Keras compiles a grouped conv with XLA, whose CPU gradient is
+        # hundreds of times slower (docs/grouped_conv.md)
+        conv = super().convolution_op
+        pairs = zip(ops.split(inputs, self.groups, axis=-1), ops.split(kernel, self.groups, axis=-1))
+        return ops.concatenate([conv(x, k) for x, k in pairs], axis=-1)
+
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
         p = 2 * self.explicit_pad
@@ -40,13 +50,15 @@ class Conv2d(layers.Conv2D):
         return {**super().get_config(), "pad": self.pad}
 
 
-def conv(spec: ResNetSpec, cin: int, cout: int, kernel: int, stride: int, bias: bool, *, name: str, seed, dtype,
-         stem: bool = False) -> layers.Layer:
-    del cin  # Keras reads the input channels off the first batch
+def he_normal(seed) -> keras.initializers.Initializer:
     # torchvision's init, spelled out: He normal over fan-out
-    init = keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
-    pad = spec.stem_padding if stem else spec.padding
-    return Conv2d(cout, kernel, stride, pad=pad, use_bias=bias, kernel_initializer=init, name=name, dtype=dtype)
+    return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal", seed=seed)
+
+
+def conv(plan: Conv, *, seed, dtype) -> layers.Layer:
+    # Keras reads the input channels off the first batch; groups > 1: a grouped conv (ResNeXt), kernel (k, k, in / groups, out)
+    return Conv2d(plan.out_channels, plan.kernel, plan.stride, pad=plan.padding, groups=plan.groups, use_bias=plan.bias,
+                  kernel_initializer=he_normal(seed), name=plan.path, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="resnet_parity")
@@ -73,12 +85,12 @@ class BatchNorm(layers.BatchNormalization):
         return ops.cast((x - mean) * inv + ops.cast(self.beta, x.dtype), self.compute_dtype)
 
 
-def norm(spec: ResNetSpec, channels: int, *, name: str, dtype) -> layers.Layer:
-    del channels  # read off the first batch, as for conv
+def norm(spec: ResNetSpec, plan: Norm, *, dtype) -> layers.Layer:
+    # the channels are read off the first batch, as for conv
     if not spec.batch_norm:
-        return layers.Identity(name=name, dtype=dtype)
+        return layers.Identity(name=plan.path, dtype=dtype)
     # Keras momentum is the weight of the old value: 1 - PyTorch's
-    return BatchNorm(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=name, dtype=dtype)
+    return BatchNorm(momentum=1 - spec.bn_momentum, epsilon=spec.bn_eps, name=plan.path, dtype=dtype)
 
 
 class Sequential(layers.Layer):
@@ -100,16 +112,13 @@ class Sequential(layers.Layer):
 
 def make_stem(spec: ResNetSpec, *, seed, dtype) -> layers.Layer:
     """The stem's conv, or the deep stem's convs with BN and ReLU between them (timm's indices: conv 3i, BN 3i + 1)."""
-    convs = spec.stem_convs()
+    plan = spec.plan().stem
     stem = []
-    for i, (cin, cout, kernel, stride) in enumerate(convs):
-        last = i == len(convs) - 1
+    for i, c in enumerate(plan.convs):
         if i:
-            stem.append(norm(spec, cin, name=f"conv1.{len(stem)}", dtype=dtype))
+            stem.append(norm(spec, plan.norms[i - 1], dtype=dtype))
             stem.append(layers.ReLU(name=f"conv1.{len(stem)}", dtype=dtype))
-        bias = spec.has_bias(not (last and spec.preact), stem=True)
-        name = f"conv1.{len(stem)}" if spec.stem == "deep" else "conv1"
-        stem.append(conv(spec, cin, cout, kernel, stride, bias, name=name, seed=seed, dtype=dtype, stem=True))
+        stem.append(conv(c, seed=seed, dtype=dtype))
     return stem[0] if spec.stem != "deep" else Sequential(stem, name="conv1", dtype=dtype)
 
 
@@ -159,19 +168,52 @@ def make_shortcut(spec: ResNetSpec, plan: BlockPlan, *, seed, dtype) -> layers.L
     p = f"{plan.prefix}.downsample"
     if plan.shortcut == "identity":
         return layers.Identity(name=p, dtype=dtype)
-    if plan.shortcut in PROJECTIONS:
-        with_bn = spec.batch_norm and spec.shortcut_bn
-        bias = spec.has_bias(with_bn)
+    if plan.projection:
         # ResNet-D (He et al. 2019 §4.2): average-pool first, so the 1x1 conv reads every input, at stride 1
-        pooled = plan.shortcut == "avgpool_projection"
-        projection = [avg_pool(plan.stride, name=f"{p}.0", dtype=dtype)] if pooled else []
-        stride = 1 if pooled else plan.stride
-        projection.append(conv(spec, plan.in_channels, plan.out_channels, 1, stride, bias, name=f"{p}.{len(projection)}",
-                               seed=seed, dtype=dtype))
-        if with_bn:
-            projection.append(norm(spec, plan.out_channels, name=f"{p}.{len(projection)}", dtype=dtype))
+        projection = [avg_pool(plan.stride, name=f"{p}.0", dtype=dtype)] if plan.shortcut == "avgpool_projection" else []
+        projection.append(conv(plan.projection, seed=seed, dtype=dtype))
+        if plan.projection_norm:
+            projection.append(norm(spec, plan.projection_norm, dtype=dtype))
         return Sequential(projection, name=p, dtype=dtype)
     return Shortcut(plan, name=p, dtype=dtype)
+
+
+class SqueezeExcitation(layers.Layer):
+    """Hu et al. 2018 as timm's SEModule: each channel's mean, squeezed and expanded by 1x1 convs, gates it."""
+
+    def __init__(self, plan: Attention, *, seed, **kwargs):
+        super().__init__(name=plan.path, **kwargs)
+        squeeze, expand = plan.convs
+        self.fc1 = conv(squeeze, seed=seed, dtype=self.dtype_policy)
+        self.fc2 = conv(expand, seed=seed, dtype=self.dtype_policy)
+
+    def call(self, x):
+        s = ops.mean(x, axis=(1, 2), keepdims=True)
+        s = self.fc2(ops.relu(self.fc1(s)))
+        return x * ops.sigmoid(s)
+
+
+class EfficientChannelAttention(layers.Layer):
+    """Wang et al. 2020 as timm's EcaModule: a 1-D conv along the channels' means gates each channel."""
+
+    def __init__(self, plan: Attention, *, seed, **kwargs):
+        super().__init__(name=plan.path, **kwargs)
+        (c,) = plan.convs
+        # 'same' at stride 1 pads an odd kernel by k//2 at each end, as PyTorch's padding=k//2
+        self.conv = layers.Conv1D(c.out_channels, c.kernel, padding="same", use_bias=c.bias,
+                                  kernel_initializer=he_normal(seed), name=c.path, dtype=self.dtype_policy)
+
+    def call(self, x):
+        s = ops.expand_dims(ops.mean(x, axis=(1, 2)), -1)  # (N, C, 1): the channels are the sequence the conv slides along
+        s = self.conv(s)
+        return x * ops.sigmoid(s)[:, None, None, :, 0]
+
+
+def make_attention(plan: Attention | None, *, name: str, seed, dtype) -> layers.Layer:
+    if plan is None:
+        return layers.Identity(name=name, dtype=dtype)
+    gate = SqueezeExcitation if plan.kind == "se" else EfficientChannelAttention
+    return gate(plan, seed=seed, dtype=dtype)
 
 
 class Block(layers.Layer):
@@ -182,16 +224,15 @@ class Block(layers.Layer):
         self.preact, self.relu_after_add = spec.preact, spec.relu_after_add
         self.depth = len(plan.convs)
         dtype = self.dtype_policy
-        for i, (cin, cout, kernel, stride) in enumerate(plan.convs, start=1):
-            last = i == self.depth
+        for i, (c, n) in enumerate(zip(plan.convs, plan.norms), start=1):
             if self.preact:
-                setattr(self, f"bn{i}", norm(spec, cin, name=f"{plan.prefix}.bn{i}", dtype=dtype))
-            bias = spec.has_bias(not (last and self.preact))
-            setattr(self, f"conv{i}", conv(spec, cin, cout, kernel, stride, bias, name=f"{plan.prefix}.conv{i}", seed=seed, dtype=dtype))
+                setattr(self, f"bn{i}", norm(spec, n, dtype=dtype))
+            setattr(self, f"conv{i}", conv(c, seed=seed, dtype=dtype))
             if not self.preact:
-                setattr(self, f"bn{i}", norm(spec, cout, name=f"{plan.prefix}.bn{i}", dtype=dtype))
+                setattr(self, f"bn{i}", norm(spec, n, dtype=dtype))
+        self.se = make_attention(plan.attention, name=f"{plan.prefix}.se", seed=seed, dtype=dtype)
         self.downsample = make_shortcut(spec, plan, seed=seed, dtype=dtype)
-        self.projects = plan.shortcut in PROJECTIONS
+        self.projects = plan.projection is not None
 
     # `training` reaches the BatchNormalization layers; Keras drops it for layers whose call takes none
     def call(self, x, training=False):
@@ -203,6 +244,7 @@ class Block(layers.Layer):
             out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out), training=training)
             if i < self.depth:
                 out = ops.relu(out)
+        out = self.se(out)
         if self.relu_after_add:
             return ops.relu(out + identity)
         return ops.relu(out) + identity  # the TF seed's block: ReLU inside the branch, then add
@@ -227,18 +269,19 @@ class ResNet(keras.Model):
     def __init__(self, spec: ResNetSpec, *, seed: int | None = None, **kwargs):
         super().__init__(name=kwargs.pop("name", spec.name), **kwargs)
         self.spec = spec
+        plan = spec.plan()
         dtype = self.dtype_policy
         # a local generator for the initialisers: Keras's global seed is left alone
         seed = keras.random.SeedGenerator(seed)
         self.conv1 = make_stem(spec, seed=seed, dtype=dtype)
         if not spec.preact:
-            self.bn1 = norm(spec, spec.stem_width, name="bn1", dtype=dtype)
+            self.bn1 = norm(spec, plan.stem.norm, dtype=dtype)
         self.maxpool = MaxPool(spec, name="maxpool", dtype=dtype) if spec.stem != "cifar" else layers.Identity(name="maxpool", dtype=dtype)
         for stage in range(1, spec.num_stages + 1):
-            blocks = [Block(spec, plan, seed=seed, dtype=dtype) for plan in spec.blocks() if plan.stage == stage]
+            blocks = [Block(spec, block, seed=seed, dtype=dtype) for block in plan.blocks if block.stage == stage]
             setattr(self, f"layer{stage}", blocks)
         if spec.preact:
-            self.post_bn = norm(spec, spec.final_width, name="post_bn", dtype=dtype)
+            self.post_bn = norm(spec, plan.post_norm, dtype=dtype)
         bound = 1 / math.sqrt(spec.final_width)
         fc_init = keras.initializers.RandomUniform(-bound, bound, seed=seed)
         self.fc = layers.Dense(spec.num_classes, kernel_initializer=fc_init, bias_initializer=fc_init, name="fc", dtype=dtype)

@@ -10,13 +10,14 @@ import tensorflow as tf
 
 from shared.errors import ParityInputError
 from shared.weights import (
-    DENSE_TO_IN_OUT, OIHW_TO_HWIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
+    DENSE_TO_IN_OUT, OIHW_TO_HWIO, OIK_TO_KIO, ParamTable, check_weights, from_canonical, mapped_variables, to_canonical, widened,
 )
 
 from .resnet import ResNet
 
 PARAMS: ParamTable = {
     "conv": {"weight": ("kernel", OIHW_TO_HWIO), "bias": ("bias", None)},
+    "conv1d": {"weight": ("kernel", OIK_TO_KIO)},
     "bn": {"weight": ("gamma", None), "bias": ("beta", None),
            "running_mean": ("moving_mean", None), "running_var": ("moving_variance", None)},
     "linear": {"weight": ("kernel", DENSE_TO_IN_OUT), "bias": ("bias", None)},

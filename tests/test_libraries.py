@@ -3,7 +3,8 @@ ImageNet example (linen, rebuilt in ``flax_imagenet_example.py``) and ONNX out.
 
 For each source: the library builds its own model, every tensor random (BN statistics too), and saves it as the
 library does; the file is read into our three frameworks, whose logits must match the library's own forward
-(float32 bound 1e-5 relative); the canonical weights are written back in the library's format and loaded by
+(float32 bound 1e-5 relative; for torchvision's and timm's wider models, the rule against the library's own float64
+run, and 1e-12 in float64); the canonical weights are written back in the library's format and loaded by
 the library itself (strictly: no missing or unexpected keys), which must then compute bit for bit what it
 computed before; reading that file again gives the same weights bit for bit. Small models keep this quick;
 the presets at full size are slow tests.
@@ -11,19 +12,22 @@ the presets at full size are slow tests.
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from shared import checkpoint, frameworks
 from shared.checkpoint import CheckpointError
 from shared.cli import main
 from shared.convert import convert
-from shared.parity import FIXED_FLOAT32
-from shared.spec import get_spec
+from shared.parity import FIXED_FLOAT32, check_tensors, rule_for
+from shared.infer import LABELS
+from shared.spec import differing, get_spec
 from shared.weights import canonical_shapes, count_parameters, randomize, relative_error
 
 import library_models
@@ -421,3 +425,99 @@ def test_onnx_export_is_verified_in_onnxruntime(tmp_path):
     assert relative_error(got, frameworks.load("torch").features(model, x)["fc"]) <= TOL
     with pytest.raises(CheckpointError, match="can be written but not read"):
         checkpoint.Source.open(tmp_path / "small.onnx", "onnx")
+
+
+# ----------------------------------------------------------------------------- torchvision's ResNeXt and Wide ResNets, timm's SE and ECA
+
+# each preset, and the library whose model it is (its name there is the preset's)
+WIDER = {
+    "resnext50_32x4d": "torchvision", "resnext101_32x8d": "torchvision", "resnext101_64x4d": "torchvision",
+    "wide_resnet50_2": "torchvision", "wide_resnet101_2": "torchvision",
+    "seresnet50": "timm", "seresnext50_32x4d": "timm", "ecaresnet50d": "timm", "ecaresnet50t": "timm",
+}
+# timm's ResNet has four stages; channels (16, 32, 64, 128) keep it small
+SMALL = dict(layers=(1, 1, 1, 1), widths=(16, 32, 64, 128), num_classes=10)
+
+
+def small_library_models(torchvision, timm) -> dict:
+    """The libraries' own classes in small configurations, one of each kind: torchvision's grouped Bottleneck (its
+    ResNet has four stages), timm's SE on grouped blocks and ECA on ResNet-D; with the spec each one is."""
+    from timm.models.resnet import Bottleneck, ResNet
+
+    tv = torchvision.models.resnet
+    return {
+        "torchvision-resnext": (tv.ResNet(tv.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=16, num_classes=10),
+                                get_spec("resnext50_32x4d", layers=(1, 1, 1, 1), groups=4, width_per_group=16, num_classes=10)),
+        "timm-seresnext": (ResNet(Bottleneck, (1, 1, 1, 1), channels=SMALL["widths"], cardinality=4, base_width=16,
+                                  num_classes=10, block_args=dict(attn_layer="se")),
+                           get_spec("seresnext50_32x4d", **SMALL, groups=4, width_per_group=16)),  # its 7x7 stem: 64
+        "timm-ecaresnet-d": (ResNet(Bottleneck, (1, 1, 1, 1), channels=SMALL["widths"], stem_type="deep", stem_width=8, avg_down=True,
+                                    num_classes=10, block_args=dict(attn_layer="eca")),
+                             get_spec("ecaresnet50d", **SMALL, stem_widths=(8, 8), stem_width=16)),
+    }
+
+
+def library_model(request, name: str, **kw) -> torch.nn.Module:
+    library = request.getfixturevalue(WIDER[name])
+    if WIDER[name] == "timm":
+        return library.create_model(name, **kw)
+    return getattr(library.models, name)(**kw)
+
+
+@pytest.mark.parametrize("name", WIDER)
+def test_wider_counts_names_and_shapes_are_the_libraries(request, name):
+    """Parameters, BN statistics and every state_dict key and shape of the library's own model (on the meta
+    device: nothing is allocated or drawn) against what the spec derives."""
+    with torch.device("meta"):
+        model = library_model(request, name)
+    state = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert count_parameters(get_spec(name)) == (sum(p.numel() for p in model.parameters()), stats)
+    assert canonical_shapes(get_spec(name)) == state  # names, shapes and, as dicts compare, nothing else
+
+
+def ports_both_ways(model: torch.nn.Module, fresh, spec, path, arch=None) -> None:
+    """``model`` (every tensor random), saved as its users save it (torch.save of the state_dict), read by our three
+    frameworks: their logits judged by the rule against the library's own float64 run (float32: within k times the
+    library's float32 error; float64: 1e-12); each framework's export, written as .pth and .safetensors, loads
+    strict=True into ``fresh()``, a new model of the library's, which then computes bit for bit what ``model`` did."""
+    torch.save(model.state_dict(), path / "library.pth")
+    x = batch(40)  # 40 px: odd maps (5 -> 3) where ResNet-D's ceil_mode decides the average pool
+    reference = torch_logits(model, x)
+    truth = torch_logits(copy.deepcopy(model).double(), x.astype(np.float64))  # the library's float64 run: the truth
+    source = checkpoint.Source.open(path / "library.pth").read(arch)
+    read, weights = source.spec, source.float32()
+    assert not differing(read, spec, ignore=LABELS), differing(read, spec, ignore=LABELS)
+    rule, rule64 = rule_for("float32", "eval", None), rule_for("float64", "eval", None)
+    for fw in FRAMEWORKS:
+        impl, build = frameworks.load(fw), frameworks.load_checkpoints(fw).model_from_weights
+        ours = checkpoint.load_model(fw, path / "library.pth", arch)
+        (check,) = check_tensors(["fc"], impl.features(ours, x), {"fc": reference}, {"fc": truth}, rule)
+        with impl.numerics("float64"):
+            wide = impl.features(build(spec, {k: v.astype(np.float64) for k, v in weights.items()}, "float64"),
+                                 x.astype(np.float64))
+        (check64,) = check_tensors(["fc"], wide, {"fc": truth}, None, rule64)
+        print(f"{spec.name} -> {fw}: float32 {check.error:.1e} (floor {check.floor:.1e}, ratio {check.ratio:.2f}, "
+              f"limit {check.limit:.1e}); float64 {check64.error:.1e}")
+        assert check.passed and check64.passed, (fw, check, check64)
+        exported = impl.export_weights(ours)
+        for file in (f"{fw}.pth", f"{fw}.safetensors"):
+            checkpoint.save(path / file, exported, spec, "torch" if file.endswith(".pth") else "safetensors")
+            back = fresh()
+            back.load_state_dict(torch.load(path / file) if file.endswith(".pth") else load_file(path / file), strict=True)
+            assert np.array_equal(torch_logits(back.eval(), x), reference), (fw, file)
+
+
+@pytest.mark.parametrize("name", ["torchvision-resnext", "timm-seresnext", "timm-ecaresnet-d"])
+def test_small_wider_library_models_port_both_ways(torchvision, timm, tmp_path, name):
+    """The libraries' own grouped, SE and ECA blocks, small; a file of theirs records no architecture: read with the
+    spec given, as a user passes --arch (``test_wider_presets_port_both_ways`` infers it for the presets)."""
+    model, spec = small_library_models(torchvision, timm)[name]
+    ports_both_ways(randomized(model), lambda: small_library_models(torchvision, timm)[name][0], spec, tmp_path, spec)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WIDER)
+def test_wider_presets_port_both_ways(request, tmp_path, name):
+    model = randomized(library_model(request, name, num_classes=10))
+    ports_both_ways(model, lambda: library_model(request, name, num_classes=10), get_spec(name, num_classes=10), tmp_path)

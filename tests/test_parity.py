@@ -1,4 +1,5 @@
-"""Eval-mode parity matrix: every preset, every ordered pair of frameworks, float32 and float64.
+"""Eval-mode parity matrix: every preset, every ordered pair of frameworks, float32 and float64; and a training step
+of every preset (``compare --train-steps 1``), of the grouped and gated blocks and of the family's presets.
 
 The rule of shared.parity (README, "Tolerances"), for the stem, every block, the pooled features and
 the logits: in float32 each target within k times the source's own float32 error against the
@@ -15,8 +16,9 @@ import pytest
 
 from helpers import random_images
 from shared import frameworks
+from shared.cli import main
 from shared.cli.report import format_table
-from shared.parity import check_tensors, compare, rule_for
+from shared.parity import check_tensors, compare, rule_for, train_parity
 from shared.parity.eval import eval_tensors
 from shared.spec import get_spec, list_specs
 from shared.weights import randomize
@@ -28,12 +30,15 @@ MATRIX = [name for name in list_specs() if name != "resnet1202"]  # resnet1202: 
 # default; their own runs (4 minutes of the suite) are slow tests. Their counts are checked in test_spec.
 DEEP = {"resnet34", "resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2",
         "keras_resnet152v2", "resnet32", "resnet44", "resnet56", "resnet110"}
-# Other libraries' presets run whole as slow tests. By default, small networks with each of their fields (deep stem,
-# average-pool projection, stage-start shortcuts, no conv bias, the stem's bias, the Flax example's padding) run in
-# every direction instead: tests/test_libraries.py and test_variants.py check the presets against the libraries.
+# Other libraries' presets, and torchvision's ResNeXt and Wide ResNets, run whole as slow tests. By default, small
+# networks with each of their fields (deep stem, average-pool projection, stage-start shortcuts, no conv bias, the
+# stem's bias, the Flax example's padding, groups, SE and ECA) run in every direction instead: tests/test_libraries.py
+# and test_variants.py check the presets against the libraries.
 LIBRARIES = {
     "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "keras_hub_resnet18vd", "keras_hub_resnet34vd",
     "keras_hub_resnet50v2", "keras_hub_resnet101v2", "seed_torch_resnet50", "seed_torch_cifar",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "seresnet50",
+    "seresnext50_32x4d", "ecaresnet50d", "ecaresnet50t",
 }
 # channel counts resnet20 already has, so JAX compiles few new initialisers
 SMALL = dict(layers=(1, 1), widths=(16, 32), strides=(1, 2), stem_width=16, num_classes=10)
@@ -42,6 +47,9 @@ SMALL_VARIANTS = {
     "small_keras_hub_v2": get_spec("keras_hub_resnet50v2", **SMALL, block="basic"),
     "small_seed_torch": get_spec("seed_torch_cifar", **SMALL),
     "small_flax_example": get_spec("resnet18", **SMALL, padding="tf_same"),
+    # a grouped 3x3 (4 groups of 4 channels, then of 8) and SE; ECA (kernels 3 and 5) on ResNet-D
+    "small_seresnext": get_spec("seresnext50_32x4d", **SMALL, groups=4, width_per_group=16),
+    "small_ecaresnet_d": get_spec("ecaresnet50d", **SMALL, stem_widths=(16, 16)),
 }
 CASES = [
     pytest.param(arch, dtype, marks=[pytest.mark.slow] if arch in LIBRARIES | DEEP else [])
@@ -112,3 +120,68 @@ def test_full_size_224(arch):
     assert [c.name for c in report.results[0].checks] == eval_tensors(spec)
     for result in report.results:
         assert result.passed, format_table(report, per_layer=True)
+
+
+
+# --------------------------------------------------------------------------- a training step
+
+# the grouped conv with SE, and ECA on ResNet-D, from each framework to the other two. By default: the grouped conv
+# with SE in six directions in float64, and both from PyTorch in float32 (a Keras or Flax reference also runs the
+# floor samples, four more runs of it); the rest with -m slow.
+TRAINING = [
+    pytest.param(name, dtype, source, marks=[] if (source == "torch" if dtype == "float32" else name == "small_seresnext")
+                 else [pytest.mark.slow])
+    for name in ("small_seresnext", "small_ecaresnet_d") for dtype in ("float32", "float64") for source in FRAMEWORKS
+]
+
+
+@pytest.mark.parametrize("name,dtype,source", TRAINING)
+def test_training_step_of_grouped_and_gated_blocks(name, dtype, source):
+    """One SGD step: the grouped conv's and the gates' gradients, parameters and BN statistics; 32x32, batch 4, so the
+    last stage's BNs average 64 values per channel."""
+    report = train_parity(SMALL_VARIANTS[name], steps=1, source=source, dtype=dtype, size=32, batch=4)
+    assert report.passed, format_table(report, per_layer=True)
+
+
+FAMILY = ["resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "seresnet50",
+          "seresnext50_32x4d", "ecaresnet50d", "ecaresnet50t"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", FRAMEWORKS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("arch", FAMILY)
+def test_training_step_of_every_family_preset(arch, dtype, source):
+    """The presets themselves, one SGD step from each framework to the other two, at train_parity's defaults (64x64,
+    batch 8: the last stage's BNs average 32 values per channel)."""
+    report = train_parity(arch, steps=1, source=source, dtype=dtype)
+    assert report.passed, format_table(report, per_layer=True)
+
+
+# ``compare --arch NAME --train-steps 1 --size 32`` on every preset (issue 18, Deliver 6): PyTorch's weights and steps
+# against Keras and Flax, float32 on the floor rule, batch 8 (the command's default: the last stage of an ImageNet
+# network is 1x1 at 32x32, so its BNs average 8 values per channel). By default resnet18d, whose run crashed, and the
+# TF seed's network (no BN at all); every preset's BN sample counts are checked against its BNs in test_spec.py, and
+# the fields of the others run small above and in test_training_parity.py. Each deeper preset takes a minute or more to
+# trace and compile: slow tests.
+DEFAULT_TRAINING = {"resnet18d", "seed_tf_cifar"}
+# Honest ports the float32 rule fails today (issue 18): in seed_torch_cifar, Flax's gradients of conv1 and of the
+# first stage's first two blocks are 1e-2 from the truth, 10 to 130 times the floor, where PyTorch and Keras are at 4e-6;
+# in float64 Flax agrees with the truth to 2e-14 (float64_diagnosis says so): rounding, amplified.
+ROUNDING_FAILS = {"seed_torch_cifar"}
+
+
+def sweep_marks(arch: str) -> list:
+    marks = [] if arch in DEFAULT_TRAINING else [pytest.mark.slow]
+    if arch in ROUNDING_FAILS:
+        marks.append(pytest.mark.xfail(strict=True, reason="the float32 rule fails an honest port here (issue 18)"))
+    return marks
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=sweep_marks(a)) for a in list_specs()])
+def test_a_training_step_of_every_preset(capsys, arch):
+    """resnet18d's run ended in KeyError 'conv1.1' (BN sample counts that knew no deep stem): every preset's geometry
+    (deep stems, pooled shortcuts, pre-activation, groups, gates) through the whole training check."""
+    code = main(["compare", "--arch", arch, "--train-steps", "1", "--size", "32"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "all frameworks agree" in out, err + out

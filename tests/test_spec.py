@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from shared.errors import SpecError
+from shared.recipe import bn_sample_counts
 from shared.spec import get_spec, list_specs
 from shared.weights import canonical_shapes, count_parameters
 
@@ -16,9 +17,14 @@ PUBLISHED = {
     "resnet50": 25_557_032,
     "resnet101": 44_549_160,
     "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904,
+    "resnext101_32x8d": 88_791_336,
+    "resnext101_64x4d": 83_455_272,
+    "wide_resnet50_2": 68_883_240,
+    "wide_resnet101_2": 126_886_696,
 }
 # BN running statistics: 2 x the BN channels, summed by hand from the torchvision architecture
-BN_STATS = {"resnet18": 9_600, "resnet50": 53_120}
+BN_STATS = {"resnet18": 9_600, "resnet50": 53_120, "resnext50_32x4d": 68_224, "wide_resnet50_2": 68_224}
 # (parameters, BN statistics) of the other libraries' own models with 1000 classes: timm.create_model(name) for
 # ResNet-D; keras-hub's ResNetImageClassifier (its count_params() is the sum: 11,722,824 for resnet_vd_18, as its
 # preset metadata says); seed 001's networks (1000 and 10 classes). test_libraries.py and test_variants.py count
@@ -35,6 +41,11 @@ LIBRARY_COUNTS = {
     "keras_hub_resnet101v2": (44_541_480, 97_664),
     "seed_torch_resnet50": (25_557_096, 53_120),
     "seed_torch_cifar": (1_450_122, 10_112),
+    # timm.create_model(name), counted again live in test_libraries.py
+    "seresnet50": (28_088_024, 53_120),
+    "seresnext50_32x4d": (27_559_896, 68_224),
+    "ecaresnet50d": (25_576_350, 53_248),
+    "ecaresnet50t": (25_573_814, 53_232),
 }
 
 
@@ -161,6 +172,8 @@ def test_list_specs_covers_the_family():
     ("stride_block", "frist"), ("padding", "same"), ("preact", 1), ("conv_bias", "yes"), ("layers", (2, 0, 2, 2)),
     ("widths", (64, 128)), ("strides", (1, 2, 2, 2.5)), ("stem_width", 0), ("bn_eps", 0.0), ("bn_momentum", 1.0),
     ("image_size", -1), ("stem_widths", (32, 32)), ("shortcut_at", "stage_end"), ("stem_padding", "valid"),
+    ("groups", 0), ("width_per_group", 0), ("attention", "cbam"), ("se_rd_ratio", 0.0), ("se_rd_divisor", 0),
+    ("eca_gamma", 0.0), ("eca_beta", -1.0),
 ])
 def test_every_field_is_validated(field, value):
     with pytest.raises(SpecError, match=field):
@@ -172,6 +185,69 @@ def test_fields_that_only_go_together():
         get_spec("resnet18d", stem_widths=())  # a deep stem needs its widths
     with pytest.raises(SpecError, match="pool_zero_pad"):
         get_spec("keras_resnet50v2", padding="tf_same")
+    with pytest.raises(SpecError, match="basic blocks take only groups=1 and width_per_group=64"):
+        get_spec("resnet18", groups=32)  # torchvision's BasicBlock refuses them too
+    with pytest.raises(SpecError, match="width_per_group=2 leaves a stage of widths"):
+        get_spec("resnet50", widths=(16, 32, 64, 128), width_per_group=2)  # int(16 * 2 / 64) = 0 channels
+    with pytest.raises(SpecError, match="not on pre-activation blocks"):
+        get_spec("keras_resnet50v2", attention="se")
+    with pytest.raises(SpecError, match="se_rd_ratio set, but attention='none'"):
+        get_spec("resnet50", se_rd_ratio=0.25)
+    with pytest.raises(SpecError, match="eca_gamma set, but attention='se'"):
+        get_spec("seresnet50", eca_gamma=3.0)
+
+
+# Xie et al. 2017, table 1 (ResNeXt-50 32x4d) and Zagoruyko & Komodakis 2016 / torchvision's docstring (Wide
+# ResNet-50-2): each stage's bottleneck (1x1 out, 3x3 out and its groups, 1x1 out); Hu et al. 2018: SE squeezes
+# C to C / 16; Wang et al. 2020 eq. 12 with timm's rounding (int, then up to odd, at least 3): ECA's kernel for
+# C = 256, 512, 1024, 2048 is 5, 5, 5, 7
+STAGES = {
+    "resnet50": [(64, 64, 1, 256), (128, 128, 1, 512), (256, 256, 1, 1024), (512, 512, 1, 2048)],
+    "resnext50_32x4d": [(128, 128, 32, 256), (256, 256, 32, 512), (512, 512, 32, 1024), (1024, 1024, 32, 2048)],
+    "resnext101_64x4d": [(256, 256, 64, 256), (512, 512, 64, 512), (1024, 1024, 64, 1024), (2048, 2048, 64, 2048)],
+    "wide_resnet50_2": [(128, 128, 1, 256), (256, 256, 1, 512), (512, 512, 1, 1024), (1024, 1024, 1, 2048)],
+}
+
+
+@pytest.mark.parametrize("arch", STAGES)
+def test_the_plan_has_the_papers_bottlenecks(arch):
+    spec = get_spec(arch)
+    firsts = [b for b in spec.blocks() if b.prefix.endswith(".0")]
+    assert [(b.convs[0].out_channels, b.convs[1].out_channels, b.convs[1].groups, b.out_channels) for b in firsts] == STAGES[arch]
+    assert spec.stage_widths == tuple(stage[-1] for stage in STAGES[arch])
+    shapes = canonical_shapes(spec)
+    out, width, groups, _ = STAGES[arch][0]
+    assert shapes["layer1.0.conv2.weight"] == (width, width // groups, 3, 3)
+
+
+def test_the_gates_are_the_papers():
+    se = [b.attention for b in get_spec("seresnet50").blocks() if b.prefix.endswith(".0")]
+    assert [(a.kind, a.channels, a.convs[0].out_channels) for a in se] == [
+        ("se", 256, 16), ("se", 512, 32), ("se", 1024, 64), ("se", 2048, 128)]
+    eca = [b.attention for b in get_spec("ecaresnet50d").blocks() if b.prefix.endswith(".0")]
+    assert [(a.kind, a.convs[0].kernel) for a in eca] == [("eca", 5), ("eca", 5), ("eca", 5), ("eca", 7)]
+    shapes = canonical_shapes(get_spec("ecaresnet50d"))
+    assert shapes["layer4.2.se.conv.weight"] == (1, 1, 7) and "layer4.2.se.conv.bias" not in shapes
+    shapes = canonical_shapes(get_spec("seresnext50_32x4d"))
+    assert shapes["layer1.0.se.fc1.weight"] == (16, 256, 1, 1) and shapes["layer1.0.se.fc2.bias"] == (256,)
+
+
+@pytest.mark.parametrize("arch", list_specs())
+def test_bn_sample_counts_are_what_each_bn_sees(impls, arch):
+    """The derived BN sample counts against what every BN of the PyTorch model averages over in training, on the
+    meta device (shapes only: every preset in milliseconds), at a size where ceil and floor differ."""
+    import torch
+
+    spec = get_spec(arch)
+    size = 36 if spec.shortcut == "avgpool_pad" else 37  # the TF seed's 2x2 average pool floors: its network takes even sizes
+    with torch.device("meta"):
+        model = impls["torch"].resnet.ResNet(spec)
+    seen = {}
+    for path, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_hook(lambda m, inp, out, path=path: seen.__setitem__(path, inp[0].numel() // inp[0].shape[1]))
+    model.train()(torch.empty(3, spec.in_channels, size, size, device="meta"))
+    assert bn_sample_counts(spec, 3, size) == seen
 
 
 def test_resnet_d_names_and_shapes_are_timms():

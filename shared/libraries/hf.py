@@ -19,7 +19,7 @@ from ..checkpoint import safetensors
 from ..checkpoint.formats import FORMATS, Checkpoint
 from ..errors import CheckpointError, one_line
 from ..infer import closest
-from ..spec import ResNetSpec
+from ..spec import EXPANSION, ResNetSpec
 from ..weights import HF, canonical_layers
 from . import refuse_unless_equal
 
@@ -42,7 +42,7 @@ def spec_from_config(config: Mapping, path: Path) -> ResNetSpec:
     if c["hidden_act"] != "relu" or c["layer_type"] not in ("basic", "bottleneck"):
         raise CheckpointError(f"{path}: hidden_act {c['hidden_act']!r} and layer_type {c['layer_type']!r}: "
                               "ResNets here use 'relu' and 'basic' or 'bottleneck' blocks")
-    expansion = 4 if c["layer_type"] == "bottleneck" else 1
+    expansion = EXPANSION[c["layer_type"]]
     try:
         # hidden_sizes are the stages' outputs: 4x the bottleneck width
         widths = tuple(int(h) // expansion for h in c["hidden_sizes"])
@@ -68,7 +68,7 @@ def config_from_spec(spec: ResNetSpec) -> dict:
     return {
         "architectures": ["ResNetForImageClassification"], "model_type": "resnet",
         "num_channels": spec.in_channels, "embedding_size": spec.stem_width,
-        "hidden_sizes": [w * spec.expansion for w in spec.widths], "depths": list(spec.layers),
+        "hidden_sizes": list(spec.stage_widths), "depths": list(spec.layers),
         "layer_type": spec.block, "hidden_act": "relu", "downsample_in_first_stage": spec.strides[0] == 2,
         "downsample_in_bottleneck": spec.stride_on == "1x1", "num_labels": spec.num_classes,
     }
