@@ -14,7 +14,7 @@ from .. import frameworks
 from ..errors import ParityInputError, ResNetParityError, one_line
 from ..spec import ResNetSpec
 from ..weights import count_parameters
-from .inputs import _label, load_inputs, participants, starting_weights
+from .inputs import _label, batch_problem, load_inputs, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import check_tensors, rule_for
 
@@ -55,8 +55,8 @@ def compare(
     spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
     if inputs is None:
         size = spec.image_size if size is None else size
-        if size < 1 or batch < 1:
-            raise ParityInputError(f"size={size}, batch={batch}: both must be positive")
+        if problem := batch_problem(spec, batch, size):
+            raise ParityInputError(problem)
         x = np.random.default_rng(seed).standard_normal((batch, size, size, spec.in_channels))
         x = x.astype(np.float64 if dtype == "float64" else np.float32)
         inputs_record = {"origin": "random", "seed": seed, "shape": list(x.shape)}
