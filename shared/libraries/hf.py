@@ -22,7 +22,7 @@ from ..infer import closest
 from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec
 from ..weights import HF, canonical_layers
-from . import refuse_unless_equal
+from . import json_object, refuse_unless_equal
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what save_pretrained writes, newest first
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -156,14 +156,8 @@ def read_weights(path: Path, fmt: str = "hf", spec: ResNetSpec | None = None) ->
         except (OSError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{config}: not a readable config.json: {one_line(exc)}") from exc
         notes.append("the architecture from config.json")
-        if (processor := path / PREPROCESSOR_FILE).is_file():
-            try:
-                found = json.loads(processor.read_text())
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{processor}: not readable json: {one_line(exc)}") from exc
-            if not isinstance(found, dict):
-                raise CheckpointError(f"{processor}: holds a {type(found).__name__}, not an image processor config")
-            preprocessing, more = preprocessing_from_config(found, processor)
+        if (found := json_object(path / PREPROCESSOR_FILE, "an image processor config")) is not None:
+            preprocessing, more = preprocessing_from_config(found, path / PREPROCESSOR_FILE)
             notes += more
         file = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
         if file is None:

@@ -33,7 +33,7 @@ from ..spec import ResNetSpec
 from ..weights import (
     DENSE_TO_IN_OUT, OIHW_TO_HWIO, Layer, WeightMismatchError, canonical_layers, from_canonical, to_canonical,
 )
-from . import refuse_unless_equal
+from . import json_object, refuse_unless_equal
 
 BACKBONE, CLASSIFIER = "keras_hub>ResNetBackbone", "keras_hub>ResNetImageClassifier"
 BLOCK_TYPES = ("basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd")
@@ -258,7 +258,7 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
 
     notes, preprocessing = [], None
     if path.is_dir():
-        backbone, task = (_json(path / name) for name in ("config.json", "task.json"))
+        backbone, task = (json_object(path / name, "a keras-hub config") for name in ("config.json", "task.json"))
         if backbone is None or backbone.get("registered_name") != BACKBONE:
             raise CheckpointError(f"{path / 'config.json'}: a keras-hub {(backbone or {}).get('class_name')}, "
                                   "not a ResNetBackbone")
@@ -273,7 +273,7 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
             notes.append(f"keras-hub applies {head['activation']} after the classifier; these are the logits before it")
         recorded = spec_from_config(backbone.get("config", {}), head.get("num_classes"), path / "config.json")
         files = [(path / "model.weights.h5", "layers"), (path / "task.weights.h5", None)]
-        preprocessor = _json(path / PREPROCESSOR_FILE)
+        preprocessor = json_object(path / PREPROCESSOR_FILE, "a keras-hub config")
         if preprocessor is not None:
             converter = (preprocessor.get("config") or {}).get("image_converter") or {}
             if preprocessor.get("registered_name") != PREPROCESSOR or converter.get("registered_name") != CONVERTER:
@@ -301,19 +301,6 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
     except WeightMismatchError as err:
         raise CheckpointError(f"{path}: weights do not fit {recorded.name}: {mismatch_line(err)}") from err
     return Checkpoint(weights, recorded, FORMATS[fmt], notes, preprocessing)
-
-
-def _json(path: Path) -> dict | None:
-    """A json file's object; None if it does not exist."""
-    if not path.is_file():
-        return None
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not readable json: {one_line(exc)}") from exc
-    if not isinstance(found, dict):
-        raise CheckpointError(f"{path}: holds a {type(found).__name__}, not a keras-hub config")
-    return found
 
 
 def write_weights(

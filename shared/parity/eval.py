@@ -44,7 +44,7 @@ def compare(
     """Port the source framework's weights to the others and check every block's output in eval mode.
 
     ``weights``: a checkpoint file (any format ``shared.checkpoint`` reads, ``weights_format`` where its
-    suffix does not say) or a canonical dict; default:
+    suffix does not say), a ``shared.checkpoint.Source`` opened with its options, or a canonical dict; default:
     random weights, every tensor randomised (BN statistics included). ``inputs``: an NHWC array or .npy
     file; default: a random batch of ``batch`` images of side ``size``. ``tolerance``: a fixed bound on
     the pairwise error instead of the float64-floor rule. ``models``: framework -> factory(spec, weights,
