@@ -188,7 +188,8 @@ def test_fuzz_every_numeric_flag_with_bad_values(capsys, command, flag, kind):
 def test_bad_values_are_refused_before_any_framework_is_imported():
     """The command line checks numbers before it imports a framework: a typo costs no start-up."""
     cases = [[c, *BASE[c], f"{flag}={bad_values(c, flag, kind)[0]}"] for c, flag, kind in numeric_flags()]
-    cases += [["summary", "--arch", "resnet18", "--framework", "jax", "--size", "100000"]]
+    cases += [["summary", "--arch", "resnet18", "--framework", "jax", "--size", "100000"],
+              ["compare", "--arch", "resnet18", "--batch", "100000"], ["bench", "--arch", "resnet18", "--size", "100000"]]
     script = ("import sys, json; from shared.cli import main\n"
               f"codes = [main(argv) for argv in {cases!r}]\n"
               "print(json.dumps([codes, sorted(m for m in ('torch', 'tensorflow', 'jax') if m in sys.modules)]))")

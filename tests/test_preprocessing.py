@@ -15,6 +15,7 @@ from helpers import as_torch, torch_save
 from shared import checkpoint
 from shared.checkpoint import Source
 from shared.cli import main
+from shared.cli.report import format_preprocessing
 from shared.errors import ParityInputError
 from shared.libraries import hf, keras_hub, timm as timm_format
 from shared.preprocessing import (
@@ -185,10 +186,10 @@ def test_bad_records_are_one_line(tmp_path):
 
 
 def compare_image(capsys, *argv) -> tuple[dict, str]:
+    """The JSON report, and the preprocessing section of the table as compare prints it."""
     assert main(["compare", *map(str, argv), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert main(["compare", *map(str, argv)]) == 0
-    return report, capsys.readouterr().out
+    return report, "\n".join(format_preprocessing(report["extra"]["preprocessing"]))
 
 
 def weight_parity_error(report: dict) -> float:
@@ -206,7 +207,6 @@ def test_compare_image_with_a_keras_applications_v1_source(capsys, kapp_file):
     assert sides["torch"]["relative_difference"] > 1e3 * weight_parity_error(report)
     assert "PyTorch   users' torchvision ImageNet vs keras.applications caffe: logits differ by" in text
     assert "Keras/TF  users' keras.applications caffe: the same preprocessing" in text
-    assert text.splitlines()[-1] == "weight parity: all frameworks agree"
 
 
 def test_compare_image_with_a_torchvision_source(capsys, tmp_path, impls):
@@ -223,8 +223,20 @@ def test_compare_image_with_a_torchvision_source(capsys, tmp_path, impls):
 def test_compare_image_refuses_what_it_cannot_run(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("not a photograph")
     for argv, match in ((["--image", tmp_path / "notes.txt"], "--image"),
-                        (["--image", photo("rocket.jpg"), "--train-steps", "1"], "--image is an eval-mode input"),
+                        (["--image", photo("rocket.jpg"), "--train-steps", "1"], "--image is one photograph in eval mode"),
                         (["--image", photo("rocket.jpg"), "--arch", "d2l_resnet18"], "a photograph has 3 channels")):
         code = main(["compare", "--arch", "resnet20", *map(str, argv)])
         out, err = capsys.readouterr()
         assert code == 2 and out == "" and err.count("\n") == 1 and match in err, err
+
+
+def test_the_table_keeps_the_preprocessing_apart_from_the_verdict(capsys, impls):
+    """Random weights made in PyTorch: the photograph goes through torchvision's preprocessing, and the table's last
+    line is the weight-parity verdict alone."""
+    assert main(["compare", "--arch", "resnet20", "--frameworks", "torch", "tf", "--image", str(photo("rocket.jpg")),
+                 "--size", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("preprocessing (apart from weight parity"))
+    assert "through torchvision ImageNet" in lines[start] and lines[start + 1].endswith("the same preprocessing")
+    assert lines[start + 2].startswith("  Keras/TF  users' keras.applications caffe vs torchvision ImageNet")
+    assert lines[-1] == "weight parity: all frameworks agree"

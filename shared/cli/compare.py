@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("pass --arch NAME, or --weights FILE to check a checkpoint")
     if (args.strip_prefix is not None or args.drop_unexpected) and args.weights is None:
         raise CliError("--strip-prefix and --drop-unexpected read the keys of --weights FILE")
-    if args.image and (args.input or args.train_steps):
-        raise CliError("--image is an eval-mode input: drop --input and --train-steps")
+    if args.image and (args.input or args.train_steps or args.batch is not None):
+        raise CliError("--image is one photograph in eval mode: drop --input, --train-steps and --batch")
     if (args.devices != 1 or args.sync_bn) and not args.train_steps:
         raise CliError("--devices and --sync-bn check the data-parallel training step; add --train-steps K")
     if args.sync_bn and args.devices < 2:
