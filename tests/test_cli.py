@@ -182,7 +182,7 @@ def test_fuzz_every_numeric_flag_with_bad_values(capsys, command, flag, kind):
     for value in bad_values(command, flag, kind):
         code, out, err = run_cli(capsys, command, *BASE[command], f"{flag}={value}")
         assert code == EXIT_USAGE, (command, flag, value, code, err)
-        assert out == "" and err.count("\n") == 1 and f"argument {flag}" in err, (command, flag, value, err)
+        assert out == "" and err.count("\n") == 1 and flag in err, (command, flag, value, err)
 
 
 def test_bad_values_are_refused_before_any_framework_is_imported():

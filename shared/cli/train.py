@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="checkpoint folder (default: runs/<framework>-<arch>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--stop-after", type=COUNT, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
-    parser.add_argument("--devices", type=COUNT, metavar="N",
+    parser.add_argument("--devices", type=int, metavar="N",
                         help="train data-parallel on N replicas with the framework's own engine: PyTorch DDP (N processes; "
                              "under torchrun: WORLD_SIZE), Keras MirroredStrategy, a JAX device mesh; on CPU at most one "
                              "per core (default 1)")
