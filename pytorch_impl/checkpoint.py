@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from shared.checkpoint import FORMATS, ONNX_OPSET, Checkpoint, CheckpointError, dtype_of, sniff
-from shared.errors import one_line
+from shared.errors import FrameworkUnavailable, one_line
 from shared.spec import ResNetSpec
 from shared.weights import IGNORED_SUFFIXES, canonical_layers
 
@@ -29,10 +29,9 @@ from .resnet import ResNet, build_model
 from .weights import export_weights, import_weights
 
 # Where training scripts put the state_dict: {"state_dict": ...} (Lightning, timm), the PyTorch tutorial's
-# {"model_state_dict": ...}, {"model": ...} (torchvision's references).
+# {"model_state_dict": ...}, {"model": ...} (torchvision's references). Prefixes on the keys (DDP's module.,
+# torch.compile's _orig_mod., ...) are shared.checkpoint's to remove, whatever the format.
 WRAPPERS = ("state_dict", "model_state_dict", "model")
-# Prefixes wrappers add to every key: DataParallel/DDP's module, torch.compile's _orig_mod.
-PREFIXES = ("module.", "_orig_mod.")
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
@@ -65,7 +64,7 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The state_dict inside a training checkpoint, the prefixes of ``PREFIXES`` removed."""
+    """The state_dict inside a training checkpoint."""
     notes = []
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state_dict")
@@ -80,10 +79,6 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]
                                   f"at the top or under {', '.join(WRAPPERS)}")
     if not obj:
         raise CheckpointError(f"{path}: the state_dict is empty")
-    for prefix in PREFIXES:
-        if all(isinstance(k, str) and k.startswith(prefix) for k in obj):
-            obj = {k.removeprefix(prefix): v for k, v in obj.items()}
-            notes.append(f"removed the {prefix!r} prefix of every key")
     bad = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(bad[:3])}")
@@ -131,7 +126,11 @@ def write_weights(
 
 def write_onnx(path: Path, model: ResNet) -> None:
     """The eval-mode graph in one file at opset ``ONNX_OPSET``, NCHW input 'x' of any batch and size, output 'logits'."""
-    import onnxscript  # noqa: F401  (the exporter's dependency; without it the error would come from deep inside torch)
+    try:
+        import onnx  # noqa: F401  (the exporter's dependencies; without them the error would come from deep inside torch)
+        import onnxscript  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise FrameworkUnavailable(f"writing ONNX needs {exc.name}: pip install 'resnet-parity[onnx]'") from exc
 
     spec = model.spec
     x = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size, dtype=next(model.parameters()).dtype)

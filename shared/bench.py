@@ -22,6 +22,7 @@ import numpy as np
 
 from . import frameworks
 from .errors import BenchInputError
+from .parity.inputs import batch_problem
 from .recipe import get_recipe
 from .spec import DTYPES, get_spec
 
@@ -138,6 +139,8 @@ def bench(
         raise BenchInputError(f"dtype={dtype!r}: choose from {', '.join(d for d in DTYPES if d != 'float64')}")
     if batch < 1 or size < 1 or repeats < 1:
         raise BenchInputError(f"batch={batch}, size={size}, repeats={repeats}: each must be positive")
+    if problem := batch_problem(spec, batch, size):
+        raise BenchInputError(problem)
     names = list(dict.fromkeys(map(frameworks.canonical_name, targets or frameworks.installed())))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, size, size, spec.in_channels)).astype(np.float32)

@@ -58,8 +58,9 @@ class FileFormat(Protocol):
 
     def write_weights(
         self, path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
-    ) -> None:
-        """Write ``fmt`` at ``path`` (not atomic: ``shared.checkpoint`` stages it); ``consume`` may empty ``weights``."""
+    ) -> list[str] | None:
+        """Write ``fmt`` at ``path`` (not atomic: ``shared.checkpoint`` stages it); ``consume`` may empty ``weights``.
+        A format whose row ``keeps_preprocessing`` also takes ``preprocessing=`` and returns notes on where it went."""
 
 
 @runtime_checkable

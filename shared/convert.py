@@ -17,13 +17,14 @@ import numpy as np
 
 from . import frameworks
 from .checkpoint import Destination, Format, Source, as_float32, dtype_of
-from .errors import CheckpointError, FrameworkUnavailable, ResNetParityError
+from .errors import FrameworkUnavailable, ResNetParityError
 from .parity.rule import FIXED_FLOAT32
 from .spec import ResNetSpec, describe
 from .weights import canonical_shapes, relative_error
 
 VERIFY_SIZE = 64  # input height and width for verification (smaller presets use their own size): every weight takes part
 VERIFY_BATCH = 2
+SCHEMA_VERSION = 1  # of the report (the JSON convert --json prints)
 
 
 ONNX_RUNTIME = "onnxruntime"
@@ -99,14 +100,17 @@ def verify(source: Source, written: Source, spec: ResNetSpec, pair: tuple[str, s
 def convert(
     src: str | Path, dst: str | Path, *, arch: str | ResNetSpec | None = None, src_format: str | None = None,
     dst_format: str | None = None, force: bool = False, verify_output: bool = True, keep_dtype: bool = False,
-    allow_nonfinite: bool = False, seed: int = 0,
+    allow_nonfinite: bool = False, seed: int = 0, strip_prefix: str | None = None, drop_unexpected: bool = False,
 ) -> dict:
-    """Convert ``src`` to ``dst``; a JSON-able report. Bad input raises CheckpointError (one line)."""
-    source = Source.open(src, src_format, option="src_format")
+    """Convert ``src`` to ``dst``; a JSON-able report. Bad input raises CheckpointError (one line).
+
+    ``strip_prefix`` and ``drop_unexpected`` as for ``shared.checkpoint.Source.open``: the report lists what they
+    did. SRC's preprocessing (what it records, or its library's documented default) is reported and written into
+    DST where its format has a place for it."""
+    source = Source.open(src, src_format, option="src_format", strip_prefix=strip_prefix,
+                         drop_unexpected=drop_unexpected)
     fin = source.format  # as detected: the report names it, whatever the reader then tells
-    destination = Destination.open(dst, dst_format, force=force, option="dst_format")
-    if destination.path.exists() and destination.path.resolve() == source.path.resolve():
-        raise CheckpointError(f"{destination.path}: is SRC itself; write the conversion elsewhere")
+    destination = Destination.open(dst, dst_format, force=force, inputs={"SRC": source.path}, option="dst_format")
     checkers = (verifier(fin), verifier(destination.format)) if verify_output else ()
     timings: dict[str, float] = {}
     with timed(timings, "import_s"):
@@ -120,22 +124,24 @@ def convert(
     verification = None
     with destination.staged() as stage:
         with timed(timings, "write_s"):  # the writer may empty `weights`: verification reads SRC again, as a user would
-            stage.write(weights, source.spec, consume=True)
+            written = stage.write(weights, source.spec, consume=True, preprocessing=source.preprocessing)
         size = _size(stage.path)
         if verify_output:
             with timed(timings, "verify_s"):
-                verification = verify(Source(source.path, fin), Source(stage.path, destination.format), source.spec,
+                verification = verify(source.reopened(fin), Source(stage.path, destination.format), source.spec,
                                       checkers, keep_dtype=keep_dtype, allow_nonfinite=allow_nonfinite, seed=seed)
         passed = verification is None or verification["passed"]
         if passed:
             stage.commit()
     spec, keys = source.spec, canonical_shapes(source.spec)
+    pre = source.preprocessing
     return {
-        "src": str(source.path), "dst": str(destination.path), "from": fin.name,
+        "schema_version": SCHEMA_VERSION, "src": str(source.path), "dst": str(destination.path), "from": fin.name,
         "to": destination.format.name, "arch": spec.name, "architecture": describe(spec),
-        "spec": dataclasses.asdict(spec), "notes": source.notes + dtype_notes, "tensors": len(keys),
-        "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size, "written": passed,
-        "verification": verification, "timings": timings, "passed": passed,
+        "spec": dataclasses.asdict(spec), "notes": source.notes + dtype_notes, "dropped": source.dropped,
+        "preprocessing": {"source": None if pre is None else pre.to_dict(), "written": written if passed else []},
+        "tensors": len(keys), "values": int(sum(int(np.prod(s)) for s in keys.values())), "dtype": dtype, "bytes": size,
+        "written": passed, "verification": verification, "timings": timings, "passed": passed,
     }
 
 

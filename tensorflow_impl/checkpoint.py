@@ -22,6 +22,7 @@ import numpy as np
 from shared.checkpoint import (
     FORMATS, Checkpoint, CheckpointError, canonical_kinds, dtype_of, from_native, overclaims, spec_from_fields,
 )
+from shared.preprocessing import keras_applications
 from shared.spec import PRESETS, ResNetSpec
 from shared.weights import canonical_layers, check_weights, from_canonical, resolve, to_canonical
 
@@ -243,7 +244,7 @@ def _from_keras_applications(variables: Mapping[str, np.ndarray], path: Path, fm
             " (include_top=False files lack the classifier, so they are not a whole ResNet)"
         raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset{top}") from None
     weights = {key: to_canonical(np.asarray(variables[name]), perm) for key, (name, perm) in variable_table(spec).items()}
-    return Checkpoint(weights, spec, FORMATS[fmt])
+    return Checkpoint(weights, spec, FORMATS[fmt], preprocessing=keras_applications(spec))
 
 
 def write_model(model: ResNet, path: Path, fmt: str) -> None:

@@ -58,8 +58,8 @@ def test_mixed_precision_runs_ours_only():
 
 
 @pytest.mark.parametrize("args, message", [
-    (("--batch", "0"), "--batch 0"),
-    (("--repeats", "0"), "--repeats 0"),
+    (("--batch", "0"), "argument --batch: 0 is out of range"),
+    (("--repeats", "0"), "argument --repeats: 0 is out of range"),
     (("--frameworks", "mxnet"), "unknown framework 'mxnet'"),
 ])
 def test_bad_input_is_one_line(capsys, args, message):
@@ -69,9 +69,7 @@ def test_bad_input_is_one_line(capsys, args, message):
 
 def test_usage_errors_exit_2(capsys):
     for args in (("--arch", "resnet21"), ("--arch", "resnet20", "--dtype", "float64"), ("--arch", "resnet20", "--mode", "x")):
-        with pytest.raises(SystemExit) as exc:
-            main(["bench", *args])
-        assert exc.value.code == 2
+        assert main(["bench", *args]) == 2
     capsys.readouterr()
 
 

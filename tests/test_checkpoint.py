@@ -14,6 +14,7 @@ import pytest
 
 from helpers import as_torch, torch_save
 from shared import checkpoint
+from shared.checkpoint import safetensors as _safetensors  # noqa: F401  (monkeypatched as checkpoint.safetensors)
 from shared.checkpoint import CheckpointError
 from shared.infer import ArchitectureError, infer
 from shared.spec import PRESETS, get_spec

@@ -69,7 +69,7 @@ def test_convert_verifies_and_writes(capsys, source, weights, tmp_path, name):
 def test_json_report(capsys, source, tmp_path):
     code, out, _ = convert(capsys, source, tmp_path / "out.msgpack", "--json")
     report = json.loads(out)
-    assert code == 0 and report["passed"] and report["written"]
+    assert code == 0 and report["passed"] and report["written"] and report["schema_version"] == 1
     assert (report["from"], report["to"], report["arch"], report["dtype"]) == ("torch", "msgpack", "resnet18", "float32")
     assert report["verification"]["frameworks"] == ["torch", "jax"]
     assert report["verification"]["relative_error"] <= report["verification"]["tolerance"] == 1e-5
@@ -307,7 +307,8 @@ def test_unwritable_destination(capsys, source, tmp_path, where, match):
 
 def test_destination_that_is_the_source(capsys, source, tmp_path):
     (tmp_path / "same.pt").write_bytes(source.read_bytes())
-    assert_refused(capsys, tmp_path, tmp_path / "same.pt", tmp_path / "same.pt", "--force", match="is SRC itself")
+    assert_refused(capsys, tmp_path, tmp_path / "same.pt", tmp_path / "same.pt", "--force",
+                   match="same.pt: is SRC (")
 
 
 def test_a_writer_failing_midway_leaves_no_output(capsys, source, tmp_path, impls, monkeypatch):
@@ -330,9 +331,10 @@ def test_keep_dtype_into_a_format_that_cannot_hold_it(capsys, impls, weights, tm
                    match="cannot store bfloat16")
 
 
-def test_debug_shows_the_traceback(source, tmp_path):
-    with pytest.raises(checkpoint.CheckpointError):
-        main(["convert", "--debug", str(source), str(tmp_path / "out.pt"), "--arch", "resnet50"])
+def test_debug_shows_the_traceback_and_keeps_exit_2(capsys, source, tmp_path):
+    assert main(["convert", "--debug", str(source), str(tmp_path / "out.pt"), "--arch", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "CheckpointError" in err and "do not fit resnet50" in err.splitlines()[-1]
 
 
 def test_a_zip_bomb_keras_file_is_refused(capsys, tmp_path):

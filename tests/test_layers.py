@@ -19,7 +19,7 @@ PACKAGES = ("shared", "pytorch_impl", "tensorflow_impl", "jax_impl")
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("errors and the version", ("shared.errors", "shared.version")),
-    ("model description", ("shared.spec", "shared.recipe", "shared.datasets")),
+    ("model description", ("shared.spec", "shared.recipe", "shared.datasets", "shared.preprocessing")),
     ("weights", ("shared.weights", "shared.infer")),
     ("parity rule and report data", ("shared.parity.rule", "shared.parity.report")),
     ("framework seam: the Protocols, the one loader, replica launch",
@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("file formats", ("shared.checkpoint", "shared.checkpoint.*", "shared.libraries", "shared.libraries.*")),
     ("frameworks", ("pytorch_impl", "pytorch_impl.*", "tensorflow_impl", "tensorflow_impl.*", "jax_impl", "jax_impl.*")),
     ("orchestration", ("shared.convert", "shared.train", "shared.summary", "shared.bench", "shared.parity",
-                       "shared.parity.inputs", "shared.parity.eval", "shared.parity.training", "shared.parity.lockstep")),
+                       "shared.parity.inputs", "shared.parity.eval", "shared.parity.training", "shared.parity.lockstep",
+                       "shared.parity.image")),
     ("rendering: the command line and the pytest helper", ("shared.cli", "shared.cli.*", "shared.testing")),
     ("the package's public names", ("shared",)),
 ]

@@ -16,12 +16,14 @@ from .source import Source
 
 
 def load(
-    path: str | os.PathLike, fmt: str | None = None, arch: str | ResNetSpec | None = None,
+    path: str | os.PathLike, fmt: str | None = None, arch: str | ResNetSpec | None = None, *,
+    strip_prefix: str | None = None, drop_unexpected: bool = False,
 ) -> tuple[dict[str, np.ndarray], ResNetSpec | None]:
     """(canonical weights, the architecture the file records or None); framework formats import their framework.
 
-    ``arch`` is needed only for Keras 3 files too old to record layer names (read by position)."""
-    source = Source.open(path, fmt).read(arch)
+    ``arch`` is needed only for Keras 3 files too old to record layer names (read by position);
+    ``strip_prefix`` and ``drop_unexpected`` as for ``Source.open``."""
+    source = Source.open(path, fmt, strip_prefix=strip_prefix, drop_unexpected=drop_unexpected).read(arch)
     return source.weights, source.recorded
 
 
@@ -34,10 +36,11 @@ def save(
     Destination.open(path, fmt, force=True).write(weights, spec)
 
 
-def load_model(framework: str, path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Model:
+def load_model(framework: str, path: str | os.PathLike, arch: str | ResNetSpec | None = None, *,
+               strip_prefix: str | None = None, drop_unexpected: bool = False) -> Model:
     """A float32 model of ``framework`` from any file ``load`` reads; the architecture from ``arch``, the file's
     record, or inferred from the weights."""
-    source = Source.open(path).read(arch)
+    source = Source.open(path, strip_prefix=strip_prefix, drop_unexpected=drop_unexpected).read(arch)
     return frameworks.load_checkpoints(framework).model_from_weights(source.spec, source.float32())
 
 

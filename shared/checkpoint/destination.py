@@ -10,11 +10,12 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import CheckpointError, one_line
+from ..errors import CheckpointError, ResNetParityError, one_line
+from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec
 from .formats import Format, detect_format, file_format
 
@@ -31,19 +32,23 @@ class Destination:
 
     @classmethod
     def open(cls, path: str | os.PathLike, fmt: str | None = None, *, force: bool = False,
-             option: str = "fmt") -> Destination:
+             inputs: Mapping[str, str | os.PathLike] | None = None, option: str = "fmt") -> Destination:
         """``path`` in format ``fmt`` (default: by suffix; a new path without one is an Orbax directory); refused,
-        before any work, where it exists (without ``force``) or cannot be created."""
+        before any work, where it is one of ``inputs`` (name -> path), exists (without ``force``) or cannot be
+        created (``check_destination``)."""
         path = Path(path)
         found = detect_format(path, fmt, writing=True, option=option)
-        check_destination(path, force=force)
+        check_destination(path, force=force, inputs=inputs)
         return cls(path, found)
 
-    def write(self, weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, consume: bool = False) -> None:
-        """Write ``weights`` atomically: staged beside the destination, then renamed into place."""
+    def write(self, weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, consume: bool = False,
+              preprocessing: Preprocessing | None = None) -> list[str]:
+        """Write ``weights`` atomically: staged beside the destination, then renamed into place; the notes say
+        where ``preprocessing`` went (``Staged.write``)."""
         with self.staged() as stage:
-            stage.write(weights, spec, consume=consume)
+            notes = stage.write(weights, spec, consume=consume, preprocessing=preprocessing)
             stage.commit()
+        return notes
 
     @contextlib.contextmanager
     def staged(self) -> Iterator[Staged]:
@@ -57,10 +62,20 @@ class Destination:
                 _remove(stage.path)
 
 
-def check_destination(path: Path, *, force: bool) -> None:
-    """Refuse, before any work, a destination that exists (without force) or cannot be created."""
-    if path.exists() and not force:
-        raise CheckpointError(f"{path}: already exists (pass force=True to overwrite)")
+def check_destination(
+    path: Path, *, force: bool, inputs: Mapping[str, str | os.PathLike] | None = None,
+    ours: Callable[[Path], bool] | None = None, what: str = "",
+) -> None:
+    """Refuse, before any work, a destination the caller did not ask to replace: one that is, holds or lies inside
+    one of ``inputs`` (name -> path: what the same command reads; refused even with ``force``, which would destroy
+    it); one that exists, unless ``force`` or ``ours(path)`` says this tool wrote it for the same purpose (``what``
+    describes that file, for the message); one that cannot be created."""
+    for name, given in (inputs or {}).items():
+        if given is not None and (relation := overlap(path, Path(given))):
+            raise CheckpointError(f"{path}: {relation} {name} ({given}), an input of this command; write it elsewhere")
+    if path.exists() and not force and not (ours is not None and path.is_file() and ours(path)):
+        raise CheckpointError(f"{path}: already exists{f' and is not {what}' if what else ''} "
+                              "(pass force=True to overwrite)")
     parent = path.parent
     if not parent.exists():
         raise CheckpointError(f"{path}: cannot write: directory {parent} does not exist")
@@ -68,6 +83,20 @@ def check_destination(path: Path, *, force: bool) -> None:
         raise CheckpointError(f"{path}: cannot write: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise CheckpointError(f"{path}: cannot write: permission denied in {parent}")
+
+
+def overlap(path: Path, other: Path) -> str | None:
+    """How writing ``path`` would touch ``other``: 'is' (the same file, a link to it too), 'lies inside' (a file
+    of a directory ``other`` that exists: a new file beside it touches nothing), 'holds' (a directory it would
+    replace); None if it would not."""
+    a, b = path.resolve(), other.resolve()
+    if a == b or (path.exists() and other.exists() and os.path.samefile(path, other)):
+        return "is"
+    if b in a.parents and path.exists():
+        return "lies inside"
+    if a in b.parents:
+        return "holds"
+    return None
 
 
 class Staged:
@@ -84,21 +113,29 @@ class Staged:
         self.path = self.dst.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{self.dst.name}"
         self.committed = False
 
-    def write(self, weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, consume: bool = False) -> None:
+    def write(self, weights: Mapping[str, np.ndarray], spec: ResNetSpec, *, consume: bool = False,
+              preprocessing: Preprocessing | None = None) -> list[str]:
         """Write the destination's format here; failures are one CheckpointError line naming the destination.
+        ``preprocessing`` goes where the format has a place for it; the notes say where, or why not.
 
         With ``consume``, the writer may empty ``weights`` (a dict no one else needs) as it converts them:
         where the framework keeps its own copy in another layout, that halves the memory a write takes.
         """
         fmt = self.destination.format
+        keep = {"preprocessing": preprocessing} if fmt.keeps_preprocessing and preprocessing is not None else {}
         try:
-            file_format(fmt).write_weights(self.path, weights, spec, fmt.name, consume=consume)
+            notes = file_format(fmt).write_weights(self.path, weights, spec, fmt.name, consume=consume, **keep) or []
         except CheckpointError as exc:
             if str(self.path) not in str(exc):
                 raise
             raise CheckpointError(str(exc).replace(str(self.path), str(self.dst))) from exc  # the file the caller named
+        except ResNetParityError:  # a missing package (say, ONNX's exporter), in its own words
+            raise
         except Exception as exc:
             raise CheckpointError(f"{self.dst}: cannot write {fmt.label}: {one_line(exc)}") from exc
+        if preprocessing is not None and not fmt.keeps_preprocessing:
+            notes = [f"{fmt.label} has no place for preprocessing: prepare inputs as {preprocessing.name} does"]
+        return [note.replace(self.path.name, self.dst.name) for note in notes]
 
     def remove_stale(self) -> list[Path]:
         """Remove this destination's staging paths whose writer no longer runs; returns them."""
@@ -123,6 +160,17 @@ class Staged:
         else:
             os.replace(self.path, self.dst)
         self.committed = True
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` at ``path``, staged beside it and renamed into place: a reader never sees half a file."""
+    stage = path.parent / f".tmp-{os.getpid()}-{secrets.token_hex(4)}-{path.name}"
+    try:
+        stage.write_bytes(data)
+        honour_umask(stage)
+        os.replace(stage, path)
+    finally:
+        _remove(stage)
 
 
 def _running(pid: int) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 from .. import frameworks
 from ..contract import FileFormat
 from ..errors import CheckpointError
+from ..preprocessing import FLAX_EXAMPLE, TIMM_RESNET, TORCHVISION, Preprocessing
 from ..spec import ResNetSpec
 from ..weights import NAMINGS
 
@@ -44,14 +45,20 @@ class Format:
     readable: bool = True
     writable: bool = True
     dtypes: tuple[str, ...] = FLOAT_DTYPES
+    # its writer takes preprocessing= and records it where the file has a place (returning notes that say what it did)
+    keeps_preprocessing: bool = False
+    # what its library documents for an ImageNet ResNet in a file that records no preprocessing
+    documented_preprocessing: Preprocessing | None = None
 
 
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in [
-        Format("torch", "PyTorch state_dict", (".pt", ".pth", ".bin", ".pth.tar"), framework="torch"),
+        Format("torch", "PyTorch state_dict", (".pt", ".pth", ".bin", ".pth.tar"), framework="torch",
+               documented_preprocessing=TORCHVISION),
         Format("d2l", "d2l seed state_dict (PyTorch)", framework="torch", naming="d2l", writable=False),
-        Format("safetensors", "safetensors (canonical)", (".safetensors",), module="shared.checkpoint.safetensors"),
+        Format("safetensors", "safetensors (canonical)", (".safetensors",), module="shared.checkpoint.safetensors",
+               keeps_preprocessing=True),
         Format("keras", "Keras 3 model", (".keras",), framework="tf"),
         Format("keras-weights", "Keras 3 weights", (".weights.h5",), framework="tf"),
         # keras.applications builds float32 models
@@ -63,11 +70,13 @@ FORMATS: dict[str, Format] = {
         Format("msgpack", "Flax msgpack of the NNX state", (".msgpack",), framework="jax"),
         # other libraries' checkpoints
         Format("hf", "Hugging Face transformers ResNet (save_pretrained directory)", module="shared.libraries.hf",
-               layout="either", naming="hf", recognised=True),
-        Format("timm", "timm ResNet state_dict", module="shared.libraries.timm", layout="either", recognised=True),
+               layout="either", naming="hf", recognised=True, keeps_preprocessing=True),
+        Format("timm", "timm ResNet state_dict (or save_for_hf directory)", module="shared.libraries.timm",
+               layout="either", recognised=True, keeps_preprocessing=True, documented_preprocessing=TIMM_RESNET),
         Format("keras-hub", "keras-hub ResNet preset (save_to_preset directory)", module="shared.libraries.keras_hub",
-               layout="either", recognised=True),
-        Format("flax-linen", "Flax ImageNet example variables (linen)", framework="jax", layout="either"),
+               layout="either", recognised=True, keeps_preprocessing=True),
+        Format("flax-linen", "Flax ImageNet example variables (linen)", framework="jax", layout="either",
+               documented_preprocessing=FLAX_EXAMPLE),
         # the exporter folds BN into the convs: nothing to read back
         Format("onnx", f"ONNX graph (opset {ONNX_OPSET})", (".onnx",), framework="torch", readable=False,
                dtypes=("float32",)),
@@ -77,12 +86,14 @@ FORMATS: dict[str, Format] = {
 
 @dataclass
 class Checkpoint:
-    """What a format's reader found: canonical weights, the architecture if the file records one, notes for the user."""
+    """What a format's reader found: canonical weights, the architecture if the file records one, notes for the user,
+    and the preprocessing the file records (or its library documents for such files)."""
 
     weights: dict[str, np.ndarray]
     spec: ResNetSpec | None
     format: Format
     notes: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing | None = None
 
 
 def file_format(fmt: Format) -> FileFormat:
@@ -107,12 +118,7 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: b
     if fmt is not None:
         if fmt not in FORMATS:
             raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-        found = FORMATS[fmt]
-        if writing and not found.writable:
-            raise CheckpointError(f"{path}: {found.label} can be read but not written")
-        if not writing and not found.readable:
-            raise CheckpointError(f"{path}: {found.label} can be written but not read")
-        return found
+        return _usable(FORMATS[fmt], path, writing)
     suffix = suffix_of(path)
     # another library's files say so in their config or their names
     guess = None if writing or not path.exists() else sniff(path)
@@ -123,12 +129,21 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None, *, writing: b
         return FORMATS["orbax"]
     for found in FORMATS.values():
         if suffix in found.suffixes:
-            return found
+            return _usable(found, path, writing)
     if not writing and not path.exists():
         raise CheckpointError(f"{path}: no such file")
     hint = f"; it looks like {FORMATS[guess].label}" if guess else ""
     choices = ", ".join(n for n, f in FORMATS.items() if (f.writable if writing else f.readable))
     raise CheckpointError(f"{path}: unknown checkpoint suffix {suffix or '(none)'!r}{hint}; pass {option}=FORMAT ({choices})")
+
+
+def _usable(found: Format, path: Path, writing: bool) -> Format:
+    if writing and not found.writable:
+        raise CheckpointError(f"{path}: {found.label} can be read but not written")
+    if not writing and not found.readable:
+        raise CheckpointError(f"{path}: {found.label} is written, not read (it holds a computation, not weights to "
+                              "recover): convert from the checkpoint it was made from")
+    return found
 
 
 def sniff(path: Path) -> str | None:

@@ -1,5 +1,5 @@
 """The architecture a file records: the preset's name and the fields that differ from it, as string metadata
-(safetensors, Orbax) or a JSON config (.keras)."""
+(safetensors, Orbax) or a JSON config (.keras); and the preprocessing, as string metadata (safetensors)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import CheckpointError, one_line
+from ..preprocessing import Preprocessing
 from ..spec import PRESETS, ResNetSpec, differing, get_spec
 
 METADATA_ARCH, METADATA_OVERRIDES = "resnet_parity.arch", "resnet_parity.overrides"
+METADATA_PREPROCESSING = "resnet_parity.preprocessing"
 
 
 def spec_to_metadata(spec: ResNetSpec) -> dict[str, str]:
@@ -42,3 +44,18 @@ def spec_from_fields(name: str, fields: Mapping, path: Path) -> ResNetSpec:
         return ResNetSpec(name=name, **fields)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: records an invalid architecture {name!r}: {one_line(exc)}") from exc
+
+
+def preprocessing_to_metadata(preprocessing: Preprocessing) -> dict[str, str]:
+    return {METADATA_PREPROCESSING: json.dumps(preprocessing.to_dict())}
+
+
+def preprocessing_from_metadata(metadata: Mapping[str, str], path: Path) -> Preprocessing | None:
+    """The preprocessing ``preprocessing_to_metadata`` wrote (its origin: this file), or None if there is none."""
+    if METADATA_PREPROCESSING not in metadata:
+        return None
+    try:
+        found = Preprocessing.from_dict(json.loads(metadata[METADATA_PREPROCESSING]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: records an invalid preprocessing: {one_line(exc)}") from exc
+    return found.replace(origin=f"recorded in {path.name}'s metadata ({found.origin})")

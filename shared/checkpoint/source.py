@@ -2,13 +2,15 @@
 canonical weights, the architecture they are (named, recorded or inferred, and checked strictly) and notes.
 
 Untrusted input: whatever a reader trips over becomes one ``CheckpointError`` line naming the file.
-State_dicts under another library's names (``weights.NAMINGS``) are renamed here, whatever read them.
+State_dicts inside other code's names (``keys``: a wrapper's prefix, mmpretrain's layout) are unwrapped here, and
+those under another library's names (``weights.NAMINGS``) renamed, whatever read them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -17,9 +19,14 @@ import numpy as np
 
 from .. import infer
 from ..errors import ArchitectureError, CheckpointError, WeightMismatchError, one_line
+from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec, get_spec
 from ..weights import IGNORED_SUFFIXES, NAMINGS, canonical_shapes, check_weights, recognise
+from . import keys
 from .formats import FLOAT_DTYPES, FORMATS, Checkpoint, Format, detect_format, file_format, sniff
+
+# The module paths a ResNet's keys start with: what inference looks at when unexpected keys are to be dropped
+RESNET_KEY = re.compile(r"(conv1|bn1|post_bn|fc|layer\d+)\.")
 
 
 @dataclass
@@ -29,19 +36,30 @@ class Source:
     path: Path
     format: Format  # as detected; a reader may tell it more precisely (a msgpack of the Flax example's variables)
     option: str = "fmt"  # the caller's name for the format argument, for the messages that ask for it
+    strip_prefix: str | None = None  # a prefix to remove from the keys that carry it (see ``keys.unwrap``)
+    drop_unexpected: bool = False  # drop the keys the architecture has no place for, instead of refusing
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # canonical names, the file's dtypes and counters
     recorded: ResNetSpec | None = None  # the architecture the file records
     spec: ResNetSpec | None = None  # the architecture of the weights: named, recorded or inferred; checked
     notes: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # the keys drop_unexpected dropped (names as unwrapped)
+    preprocessing: Preprocessing | None = None  # what the file records, else its library's documented default
 
     @classmethod
-    def open(cls, path: str | os.PathLike, fmt: str | Format | None = None, *, option: str = "fmt") -> Source:
+    def open(cls, path: str | os.PathLike, fmt: str | Format | None = None, *, option: str = "fmt",
+             strip_prefix: str | None = None, drop_unexpected: bool = False) -> Source:
         """The file at ``path`` in format ``fmt`` (default: by suffix and content); fails early, in one line, on a
-        missing, empty or wrong-kind path. ``option`` names ``fmt`` in the messages."""
+        missing, empty or wrong-kind path. ``option`` names ``fmt`` in the messages. ``strip_prefix``: remove this
+        prefix from the keys that carry it (prefixes every key carries, such as ``module.`` or ``backbone.``, go
+        without asking); ``drop_unexpected``: drop keys the architecture has no place for (listed in ``dropped``)."""
         path = Path(path)
         found = fmt if isinstance(fmt, Format) else detect_format(path, fmt, option=option)
         check_source(path, found)
-        return cls(path, found, option)
+        return cls(path, found, option, strip_prefix, drop_unexpected)
+
+    def reopened(self, fmt: Format) -> Source:
+        """A fresh Source of this file in ``fmt``, with the same options, not read yet."""
+        return Source(self.path, fmt, self.option, self.strip_prefix, self.drop_unexpected)
 
     def read(self, arch: str | ResNetSpec | None = None) -> Source:
         """Read the weights and settle their architecture: ``arch`` if given, else the file's record, else inferred.
@@ -51,6 +69,7 @@ class Source:
         self.weights, self.recorded, self.format = found.weights, found.spec, found.format
         self.spec, notes = self._architecture(arch)
         self.notes = found.notes + notes
+        self.preprocessing = found.preprocessing or documented(self.format, self.spec)
         return self
 
     def prepared(self, *, keep_dtype: bool = False, allow_nonfinite: bool = False,
@@ -76,6 +95,11 @@ class Source:
         bad = [k for k, v in found.weights.items() if not isinstance(k, str) or not isinstance(v, np.ndarray)]
         if bad:
             raise CheckpointError(f"{path}: entries that are not named arrays: {', '.join(map(str, bad[:3]))}")
+        try:
+            found.weights, unwrapped = keys.unwrap(found.weights, self.strip_prefix)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+        found.notes += unwrapped
         weights, naming = recognise(found.weights)
         if fmt.naming and naming != fmt.naming:
             expected = NAMINGS[fmt.naming]
@@ -88,6 +112,14 @@ class Source:
     def _architecture(self, arch: str | ResNetSpec | None) -> tuple[ResNetSpec, list[str]]:
         path, weights = self.path, self.weights
         notes = []
+        if not any(k == "fc.weight" or k.endswith(".fc.weight") for k in weights) and \
+                any(k.startswith("layer1.") or ".layer1." in k for k in weights):  # a backbone, maybe under a prefix
+            raise CheckpointError(f"{path}: a headless backbone (no classifier: no fc.weight), as detection and "
+                                  "segmentation models hold them: reading one as a feature extractor (num_classes=0) is "
+                                  "coming soon; until then only ResNets with their classifier are read")
+        advice = self._advice()
+        if self.drop_unexpected:  # inference sees the ResNet's own keys only
+            weights = {k: v for k, v in weights.items() if RESNET_KEY.match(k)}
         if arch is not None:
             spec = get_spec(arch)
             if self.recorded is not None and self.recorded != spec:
@@ -102,9 +134,18 @@ class Source:
             try:
                 found = infer.infer(weights)
             except ArchitectureError as exc:
-                raise CheckpointError(f"{path}: {exc}") from exc
+                raise CheckpointError(f"{path}: {exc}{advice}") from exc
             spec = found.spec
             notes += found.notes()
+        if self.drop_unexpected:
+            expected = canonical_shapes(spec)
+            counters = {f"{k.rsplit('.', 1)[0]}{suffix}" for k in expected for suffix in IGNORED_SUFFIXES}
+            self.dropped = [k for k in self.weights if k not in expected and k not in counters]
+            self.weights = weights = {k: v for k, v in self.weights.items() if k not in self.dropped}
+            if self.dropped:
+                shown = ", ".join(self.dropped[:5]) + (f", ... ({len(self.dropped)} in all)" if len(self.dropped) > 5 else "")
+                notes.append(f"dropped {len(self.dropped)} key{'s' if len(self.dropped) > 1 else ''} {spec.name} has no "
+                             f"place for, as asked (drop_unexpected=True): {shown}")
         try:
             check_weights(spec, weights)
         except WeightMismatchError as err:
@@ -112,8 +153,31 @@ class Source:
             if arch is not None:
                 with contextlib.suppress(ArchitectureError):
                     hint = f"; the weights look like {infer.infer(weights).describe()}"
-            raise CheckpointError(f"{path}: weights do not fit {spec.name}: {mismatch_line(err)}{hint}") from err
+            if err.unexpected and not advice and not self.drop_unexpected:
+                advice = "; drop_unexpected=True drops the unexpected keys"
+            raise CheckpointError(f"{path}: weights do not fit {spec.name}: {mismatch_line(err)}{hint}{advice}") from err
         return spec, notes
+
+    def _advice(self) -> str:
+        """What the user can do about keys no ResNet has, for every refusal: name a prefix they all share, or drop
+        them."""
+        foreign = [k for k in self.weights if not RESNET_KEY.match(k)]
+        if self.drop_unexpected or not foreign:
+            return ""
+        shared = os.path.commonprefix(foreign).rpartition(".")[0]
+        if len(foreign) == len(self.weights) and shared:
+            return f"; every key starts with {shared + '.'!r}: strip_prefix={shared}. removes it"
+        return (f"; {len(foreign)} key{'s' if len(foreign) > 1 else ''} no ResNet has ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}): drop_unexpected=True drops {'them' if len(foreign) > 1 else 'it'}")
+
+
+def documented(fmt: Format, spec: ResNetSpec) -> Preprocessing | None:
+    """What ``fmt``'s library documents for an ImageNet ResNet (an RGB input and an ImageNet stem), at its size."""
+    found = fmt.documented_preprocessing
+    if found is None or spec.in_channels != 3 or spec.stem == "cifar":
+        return None
+    return found.replace(size=(spec.image_size, spec.image_size),
+                         origin=f"{found.origin} (the file records none)")
 
 
 def check_source(path: Path, fmt: Format) -> None:

@@ -9,7 +9,7 @@ from .. import frameworks
 from ..bench import BenchReport, bench
 from ..parity.report import jsonable
 from ..spec import DTYPES, list_specs
-from .base import EXIT_OK, CliError
+from .base import COUNT, EXIT_OK, real
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,24 +22,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "time one framework per process (--frameworks FW): in one process their thread pools compete.")
     parser.add_argument("--arch", required=True, choices=list_specs(), metavar="NAME", help="preset architecture")
     parser.add_argument("--frameworks", nargs="+", default=None, metavar="FW", help="subset (default: all installed)")
-    parser.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
-    parser.add_argument("--size", type=int, default=None, help="input height and width (default: the preset's)")
+    parser.add_argument("--batch", type=COUNT, default=16, help="images per step (default 16)")
+    parser.add_argument("--size", type=COUNT, default=None, help="input height and width (default: the preset's)")
     parser.add_argument("--mode", default="both", choices=("eval", "train", "both"),
                         help="a forward pass in eval mode, a training step, or both (default)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile for PyTorch, XLA (jit_compile=True) for Keras; JAX is always jitted")
     parser.add_argument("--dtype", default="float32", choices=[d for d in DTYPES if d != "float64"],
                         help="bfloat16/float16: each framework's mixed precision (references run in float32 only)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
-    parser.add_argument("--min-round", type=float, default=0.5, metavar="SECONDS",
+    parser.add_argument("--repeats", type=COUNT, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--min-round", type=real(0), default=0.5, metavar="SECONDS",
                         help="each round repeats a step until it has run this long (default 0.5)")
     parser.add_argument("--no-reference", action="store_true", help="time our models only")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (schema_version 1)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch < 1 or args.repeats < 1 or (args.size is not None and args.size < 1):
-        raise CliError(f"--batch {args.batch}, --size {args.size}, --repeats {args.repeats}: each must be positive")
     names = [frameworks.canonical_name(n) for n in args.frameworks] if args.frameworks else None
     report = bench(args.arch, targets=names, batch=args.batch, size=args.size, mode=args.mode, compile=args.compile,
                    dtype=args.dtype, repeats=args.repeats, min_round_s=args.min_round, references=not args.no_reference)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from .. import frameworks
 from ..parity.report import ParityReport, fact_of
 from ..parity.rule import TensorCheck
+from ..preprocessing import Preprocessing
 
 
 def _fmt(value: float | None, spec: str = ".1e") -> str:
@@ -94,9 +96,39 @@ def format_table(report: ParityReport, per_layer: bool = False) -> str:
         lines.append(" | ".join(parts))
     if floor_rule:
         lines.append(f"ratio = error / floor; a tensor passes while error <= {rule['k']:g} x floor + {rule['atol']:.1e}")
-    lines.append("all frameworks agree" if report.passed else
-                 f"MISMATCH: first divergence at {report.first_divergence or 'the parameter counts'}")
+    verdict = ("all frameworks agree" if report.passed else
+               f"MISMATCH: first divergence at {report.first_divergence or 'the parameter counts'}")
+    if "preprocessing" in report.extra:
+        lines += format_preprocessing(report.extra["preprocessing"])
+        verdict = f"weight parity: {verdict}"
+    lines.append(verdict)
     return "\n".join(lines)
+
+
+def format_preprocessing(found: dict) -> list[str]:
+    """The preprocessing section of ``compare --image``: apart from weight parity, and no part of its verdict."""
+    expected = Preprocessing.from_dict(found["source"])
+    lines = [f"preprocessing (apart from weight parity; the same weights in {frameworks.LABELS[found['framework']]}): "
+             f"{found['image']} through {expected.describe()}"]
+    for side in found["sides"]:
+        habit = Preprocessing.from_dict(side["preprocessing"])
+        head = f"  {frameworks.LABELS[side['framework']]:<9} users' {habit.name}"
+        if side["same"]:
+            lines.append(f"{head}: the same preprocessing")
+            continue
+        top1 = side["top1"]
+        lines.append(f"{head} vs {expected.name}: logits differ by {side['relative_difference']:.1e} (relative), "
+                     + ("top-1 agrees" if top1[0] == top1[1] else f"top-1 differs (class {top1[0]} vs {top1[1]})"))
+    return lines
+
+
+JUNIT_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="resnet-parity compare" '
+
+
+def is_our_junit(path: Path) -> bool:
+    """Whether ``path`` is a JUnit report ``compare --junit`` wrote (which a later run may replace): by its start."""
+    with open(path, "rb") as f:
+        return f.read(len(JUNIT_HEAD)) == JUNIT_HEAD.encode()
 
 
 def format_junit(report: ParityReport) -> str:
@@ -119,5 +151,4 @@ def format_junit(report: ParityReport) -> str:
         cases.append(f"  <testcase classname={classname} name={name} time=\"{seconds:.3f}\">\n"
                      f"    <failure message={quoteattr(message)}>{escape(detail)}</failure>\n  </testcase>")
     failures = sum(1 for r in report.results if not r.reference and not r.passed)
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="resnet-parity compare" '
-            f'tests="{len(cases)}" failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n")
+    return JUNIT_HEAD + f'tests="{len(cases)}" failures="{failures}">\n' + "\n".join(cases) + "\n</testsuite>\n"

@@ -7,16 +7,16 @@ import argparse
 from .. import frameworks
 from ..spec import list_specs
 from ..summary import summary
-from .base import EXIT_OK
+from .base import COUNT, EXIT_OK
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", required=True, choices=list_specs(), metavar="NAME", help="preset name")
     parser.add_argument("--framework", required=True, choices=[*frameworks.FRAMEWORKS, *frameworks.ALIASES])
-    parser.add_argument("--size", type=int, default=None, help="input height and width (default: the preset's)")
-    parser.add_argument("--in-channels", type=int, default=None)
-    parser.add_argument("--num-classes", type=int, default=None)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--size", type=COUNT, default=None, help="input height and width (default: the preset's)")
+    parser.add_argument("--in-channels", type=COUNT, default=None)
+    parser.add_argument("--num-classes", type=COUNT, default=None)
+    parser.add_argument("--batch", type=COUNT, default=1)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
+import struct
 import sys
+from pathlib import Path
 
 from .. import frameworks, parallel
 from ..errors import FrameworkUnavailable, ReplicaLost
@@ -14,7 +17,9 @@ from ..recipe import RECIPES, Recipe, get_recipe
 from ..spec import list_specs
 from ..parity.lockstep import train_all_frameworks
 from ..train import STATE_FILE, fit, fit_data_parallel
-from .base import EXIT_FAIL, EXIT_OK, CliError
+from ..checkpoint.destination import write_bytes
+from ..version import __version__
+from .base import COUNT, EXIT_FAIL, EXIT_OK, SEED, CliError, integer, output_file, real
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,16 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", choices=list_specs(), metavar="NAME", help="preset architecture (default: the recipe's)")
     parser.add_argument("--dataset", choices=list_datasets(), help="default: the recipe's")
     parser.add_argument("--data-dir", help="folder holding the dataset's distribution files")
-    parser.add_argument("--image-size", type=int, help="resize images to this side (default: the recipe's)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="base learning rate")
+    parser.add_argument("--image-size", type=COUNT, help="resize images to this side (default: the recipe's)")
+    parser.add_argument("--epochs", type=COUNT)
+    parser.add_argument("--batch-size", type=COUNT)
+    parser.add_argument("--lr", type=real(0, above=True), help="base learning rate")
     parser.add_argument("--schedule", choices=("constant", "step", "cosine"))
-    parser.add_argument("--warmup-steps", type=int)
-    parser.add_argument("--weight-decay", type=float, help="L2 added to the gradient, as torch's SGD")
-    parser.add_argument("--label-smoothing", type=float)
-    parser.add_argument("--seed", type=int, default=0, help="initialisation and data order")
-    parser.add_argument("--limit", type=int, help="use only the first N training and N test images")
+    parser.add_argument("--warmup-steps", type=integer(0))
+    parser.add_argument("--weight-decay", type=real(0), help="L2 added to the gradient, as torch's SGD")
+    parser.add_argument("--label-smoothing", type=real(0, 1, below=True))
+    parser.add_argument("--seed", type=SEED, default=0, help="initialisation and data order")
+    parser.add_argument("--limit", type=COUNT, help="use only the first N training and N test images")
     parser.add_argument("--out", help="checkpoint folder (default: runs/<framework>-<arch>-<dataset>)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--force", action="store_true",
@@ -40,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, metavar="STEPS",
                         help="also checkpoint every STEPS steps, not only at the end of each epoch (--resume continues "
                              "from the last one)")
-    parser.add_argument("--stop-after", type=int, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
+    parser.add_argument("--stop-after", type=COUNT, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
     parser.add_argument("--devices", type=int, metavar="N",
                         help="train data-parallel on N replicas with the framework's own engine: PyTorch DDP (N processes; "
                              "under torchrun: WORLD_SIZE), Keras MirroredStrategy, a JAX device mesh; on CPU at most one "
@@ -54,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --devices: how long a process waits for the others (joining, and in each collective) "
                              f"before the run stops with an error (default {parallel.TIMEOUT_S:g})")
     parser.add_argument("--all-frameworks", action="store_true", help="train all installed frameworks in lockstep")
-    parser.add_argument("--steps", type=int, default=20, help="steps for --all-frameworks")
-    parser.add_argument("--plot", help="PNG of the loss curves for --all-frameworks (default: <out>/loss_curves.png)")
+    parser.add_argument("--steps", type=COUNT, default=20, help="steps for --all-frameworks")
+    parser.add_argument("--plot", help="PNG of the loss curves for --all-frameworks (default: <out>/loss_curves.png); "
+                                       "replaces a plot of this command, any other file needs --force")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -88,8 +94,34 @@ def format_lockstep(report: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_TITLE = "resnet-parity train --all-frameworks: loss curves"  # in the PNG's metadata, which marks it as ours
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """The tEXt entries of a PNG file (before its image data); empty for a file that is not a PNG."""
+    found = {}
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return found
+        while len(header := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind in (b"IDAT", b"IEND") or length > 1 << 20:
+                break
+            data = f.read(length + 4)[:length]  # and the CRC
+            if kind == b"tEXt" and b"\0" in data:
+                key, _, value = data.partition(b"\0")
+                found[key.decode("latin-1")] = value.decode("latin-1")
+    return found
+
+
+def is_our_plot(path: Path) -> bool:
+    """Whether ``path`` is a loss plot this command wrote (which a later run may replace): by its PNG metadata."""
+    text = png_text(path)
+    return text.get("Title") == PLOT_TITLE and text.get("Software", "").startswith("resnet-parity ")
+
+
 def plot_losses(report: dict, path: str) -> None:
-    """A PNG of each framework's loss curve."""
+    """A PNG of each framework's loss curve, marked as ours in its metadata, written whole or not at all."""
     try:
         import matplotlib
     except ModuleNotFoundError as exc:
@@ -104,9 +136,11 @@ def plot_losses(report: dict, path: str) -> None:
     ax.set(xlabel="step", ylabel="training loss", title=f"{report['arch']} on {report['dataset']}: same weights, same batches")
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100, metadata={"Title": PLOT_TITLE, "Software": f"resnet-parity {__version__}"})
     plt.close(fig)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes(Path(path), png.getvalue())
 
 
 def _terminated(signum: int, frame) -> None:
@@ -133,14 +167,16 @@ def broken_off(exc: ReplicaLost, out: str, *, launched: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.all_frameworks:
-        if args.framework or args.resume or args.force or args.save_every or args.devices is not None or args.sync_bn:
+        if args.framework or args.resume or args.save_every or args.devices is not None or args.sync_bn:
             raise CliError("--all-frameworks trains every installed framework on one device and writes no checkpoint; "
-                           "drop --framework, --resume, --force, --save-every, --devices and --sync-bn")
+                           "drop --framework, --resume, --save-every, --devices and --sync-bn")
         out = args.out or os.path.join("runs", f"all-{recipe.arch}-{recipe.dataset}")
+        plot = args.plot or os.path.join(out, "loss_curves.png")
+        output_file(plot, "--plot", inputs={"--data-dir": args.data_dir}, force=args.force,
+                    ours=is_our_plot, what="a loss plot of this command", new_directory=True)
         report = train_all_frameworks(recipe, names=frameworks.installed(), steps=args.steps, seed=args.seed,
                                       data_dir=args.data_dir, limit=args.limit)
         print(format_lockstep(report))
-        plot = args.plot or os.path.join(out, "loss_curves.png")
         plot_losses(report, plot)
         print(f"loss curves: {plot}")
         return EXIT_OK

@@ -7,9 +7,10 @@ names are in ``flax_linen``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 from ..infer import LABELS
 from ..spec import ResNetSpec, differing
 
@@ -22,3 +23,17 @@ def refuse_unless_equal(spec: ResNetSpec, built: ResNetSpec, library: str, path:
     if differ:
         raise CheckpointError(f"{path}: {library} has no ResNet with {', '.join(differ)}; the file would compute "
                               f"something other than {spec.name}")
+
+
+def json_object(path: Path, what: str) -> dict | None:
+    """The object a json file holds; None if there is no such file; a CheckpointError naming it where it holds no
+    readable object (``what`` it should be, for the message)."""
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not readable json: {one_line(exc)}") from exc
+    if not isinstance(found, dict):
+        raise CheckpointError(f"{path}: holds a {type(found).__name__}, not {what}")
+    return found

@@ -1,6 +1,7 @@
 """keras-hub's ResNetBackbone and ResNetImageClassifier: the directory ``save_to_preset`` writes (config.json and
-model.weights.h5 for the backbone, task.json and task.weights.h5 for the classifier), or the .weights.h5 a whole
-ResNetImageClassifier saves, <-> canonical weights. Read and written with h5py and json alone.
+model.weights.h5 for the backbone, task.json and task.weights.h5 for the classifier, preprocessor.json for its
+ResNetImageClassifierPreprocessor), or the .weights.h5 a whole ResNetImageClassifier saves, <-> canonical weights.
+Read and written with h5py and json alone.
 
 keras-hub builds three families from one constructor: v1 (``basic_block``/``bottleneck_block``: torchvision's
 network, the stride on the 3x3, unlike keras.applications), v2 (``use_pre_activation``: no conv has a bias, the
@@ -27,11 +28,12 @@ from ..checkpoint.native import overclaims
 from ..checkpoint.source import mismatch_line
 from ..errors import CheckpointError, one_line
 from ..infer import closest
+from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec
 from ..weights import (
     DENSE_TO_IN_OUT, OIHW_TO_HWIO, Layer, WeightMismatchError, canonical_layers, from_canonical, to_canonical,
 )
-from . import refuse_unless_equal
+from . import json_object, refuse_unless_equal
 
 BACKBONE, CLASSIFIER = "keras_hub>ResNetBackbone", "keras_hub>ResNetImageClassifier"
 BLOCK_TYPES = ("basic_block", "bottleneck_block", "basic_block_vd", "bottleneck_block_vd")
@@ -45,6 +47,10 @@ H5_NAMES = {"conv": "conv2d", "bn": "batch_normalization"}  # Keras names a save
 CLASSIFIER_BACKBONE = "layers/res_net_backbone/layers"  # where a whole classifier's .weights.h5 keeps the backbone
 HEAD = "layers/dense/vars"  # the classifier's Dense layer, 'predictions', in task.weights.h5 or a classifier's file
 FLOAT32 = {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": None}
+PREPROCESSOR, CONVERTER = "keras_hub>ResNetImageClassifierPreprocessor", "keras_hub>ResNetImageConverter"
+PREPROCESSOR_FILE, CONVERTER_FILE = "preprocessor.json", "image_converter.json"  # what save_to_preset writes
+# keras.layers.Resizing's interpolations that Preprocessing knows (Pillow's filters of these names)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
 def spec_from_config(config: Mapping, num_classes: int, path: Path) -> ResNetSpec:
@@ -190,14 +196,69 @@ def to_canonical_weights(layers: Mapping[str, list[np.ndarray]], spec: ResNetSpe
     return weights
 
 
+def preprocessing_from_config(converter: Mapping, path: Path) -> tuple[Preprocessing | None, list[str]]:
+    """The preprocessing of an ImageConverter config (keras_hub.layers.ImageConverter: resize to image_size, cropping
+    to its aspect ratio or squashing, then ``x * scale + offset`` per channel), and notes; None (a note saying why)
+    where it does what Preprocessing cannot."""
+    c = {"scale": None, "offset": None, "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": False,
+         "interpolation": "bilinear", **converter}
+    if not c.get("image_size") or c["pad_to_aspect_ratio"] or c["interpolation"] not in INTERPOLATIONS:
+        return None, [f"{path}: image_size {c.get('image_size')}, pad_to_aspect_ratio {c['pad_to_aspect_ratio']}, "
+                      f"interpolation {c['interpolation']!r}: a preprocessing not read here"]
+    try:
+        scale = _channels(1.0 if c["scale"] is None else c["scale"])
+        offset = _channels(0.0 if c["offset"] is None else c["offset"])
+        # x * scale + offset = (x - mean) / std with std = 1 / scale and mean = -offset / scale
+        found = Preprocessing(
+            "keras-hub ResNetImageConverter", f"recorded in {path.name}", tuple(int(v) for v in c["image_size"]),
+            1.0 if c["crop_to_aspect_ratio"] else None, c["interpolation"], "RGB",
+            tuple(-o / s for o, s in zip(offset, scale)), tuple(1 / s for s in scale))
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise CheckpointError(f"{path}: an image converter without a readable preprocessing: {one_line(exc)}") from exc
+    return found, []
+
+
+def _channels(value) -> list[float]:
+    return [float(value)] * 3 if isinstance(value, (int, float)) else [float(v) for v in value]
+
+
+def preprocessor_config(preprocessing: Preprocessing) -> tuple[dict | None, list[str]]:
+    """The ResNetImageClassifierPreprocessor config that does ``preprocessing``, and notes on what it does otherwise;
+    None (a note saying why) where keras-hub cannot normalise the same way."""
+    p = preprocessing
+    if p.channels != "RGB":
+        return None, [f"keras-hub's image converter feeds RGB, {p.name} {p.channels}: {PREPROCESSOR_FILE} not written"]
+    notes = []
+    if p.crop_pct not in (None, 1.0):
+        notes.append(f"keras-hub's image converter crops to the aspect ratio only: it keeps the whole shorter side, "
+                     f"where {p.name} keeps {p.crop_pct:.1%} of it")
+    converter = {
+        "module": "keras_hub.src.models.resnet.resnet_image_converter", "class_name": "ResNetImageConverter",
+        "config": {"name": "res_net_image_converter", "trainable": True, "dtype": FLOAT32, "image_size": list(p.size),
+                   "scale": [1 / s for s in p.std], "offset": [-m / s for m, s in zip(p.mean, p.std)],
+                   "interpolation": p.interpolation, "antialias": True,  # Pillow's filters antialias too
+                   "crop_to_aspect_ratio": p.crop_pct is not None, "pad_to_aspect_ratio": False,
+                   "bounding_box_format": "yxyx"},
+        "registered_name": CONVERTER,
+    }
+    preprocessor = {
+        "module": "keras_hub.src.models.resnet.resnet_image_classifier_preprocessor",
+        "class_name": "ResNetImageClassifierPreprocessor",
+        "config": {"name": "res_net_image_classifier_preprocessor", "trainable": True, "dtype": FLOAT32,
+                   "image_converter": converter, "config_file": PREPROCESSOR_FILE},
+        "registered_name": PREPROCESSOR,
+    }
+    return preprocessor, notes
+
+
 def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = None) -> Checkpoint:
     """A save_to_preset directory (the architecture from its json files), or a ResNetImageClassifier's .weights.h5,
     which records no architecture: that one needs ``spec``."""
     import h5py
 
-    notes = []
+    notes, preprocessing = [], None
     if path.is_dir():
-        backbone, task = (_json(path / name) for name in ("config.json", "task.json"))
+        backbone, task = (json_object(path / name, "a keras-hub config") for name in ("config.json", "task.json"))
         if backbone is None or backbone.get("registered_name") != BACKBONE:
             raise CheckpointError(f"{path / 'config.json'}: a keras-hub {(backbone or {}).get('class_name')}, "
                                   "not a ResNetBackbone")
@@ -212,6 +273,15 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
             notes.append(f"keras-hub applies {head['activation']} after the classifier; these are the logits before it")
         recorded = spec_from_config(backbone.get("config", {}), head.get("num_classes"), path / "config.json")
         files = [(path / "model.weights.h5", "layers"), (path / "task.weights.h5", None)]
+        preprocessor = json_object(path / PREPROCESSOR_FILE, "a keras-hub config")
+        if preprocessor is not None:
+            converter = (preprocessor.get("config") or {}).get("image_converter") or {}
+            if preprocessor.get("registered_name") != PREPROCESSOR or converter.get("registered_name") != CONVERTER:
+                notes.append(f"{path / PREPROCESSOR_FILE}: a {preprocessor.get('class_name')}, not a "
+                             "ResNetImageClassifierPreprocessor: its preprocessing was not read")
+            else:
+                preprocessing, more = preprocessing_from_config(converter.get("config") or {}, path / PREPROCESSOR_FILE)
+                notes += more
     else:
         if spec is None:
             raise CheckpointError(f"{path}: keras-hub weights record no architecture: pass arch=NAME "
@@ -230,26 +300,15 @@ def read_weights(path: Path, fmt: str = "keras-hub", spec: ResNetSpec | None = N
         weights = to_canonical_weights(layers, recorded, path)
     except WeightMismatchError as err:
         raise CheckpointError(f"{path}: weights do not fit {recorded.name}: {mismatch_line(err)}") from err
-    return Checkpoint(weights, recorded, FORMATS[fmt], notes)
-
-
-def _json(path: Path) -> dict | None:
-    """A json file's object; None if it does not exist."""
-    if not path.is_file():
-        return None
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not readable json: {one_line(exc)}") from exc
-    if not isinstance(found, dict):
-        raise CheckpointError(f"{path}: holds a {type(found).__name__}, not a keras-hub config")
-    return found
+    return Checkpoint(weights, recorded, FORMATS[fmt], notes, preprocessing)
 
 
 def write_weights(
     path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str = "keras-hub", *, consume: bool = False,
-) -> None:
-    """A preset directory that ``keras_hub.models.ResNetImageClassifier.from_preset`` (and ``ResNetBackbone``) loads.
+    preprocessing: Preprocessing | None = None,
+) -> list[str]:
+    """A preset directory that ``keras_hub.models.ResNetImageClassifier.from_preset`` (and ``ResNetBackbone``) loads,
+    ``preprocessing`` as its preprocessor.json where keras-hub can say it (the notes say what it does otherwise).
 
     The arrays are written as they are converted; with ``consume``, ``weights`` is emptied on the way.
     """
@@ -261,10 +320,11 @@ def write_weights(
     except ValueError as exc:
         raise CheckpointError(f"{path}: keras-hub has no ResNet like {spec.name}: {one_line(exc)}") from exc
     refuse_unless_equal(spec, built, "keras-hub", path)
+    preprocessor, notes = (None, []) if preprocessing is None else preprocessor_config(preprocessing)
     backbone = {"module": "keras_hub.src.models.resnet.resnet_backbone", "class_name": "ResNetBackbone",
                 "config": config, "registered_name": BACKBONE}
     task = {"module": "keras_hub.src.models.resnet.resnet_image_classifier", "class_name": "ResNetImageClassifier",
-            "config": {"backbone": backbone, "preprocessor": None, "name": "res_net_image_classifier",
+            "config": {"backbone": backbone, "preprocessor": preprocessor, "name": "res_net_image_classifier",
                        "num_classes": spec.num_classes, "pooling": "avg", "activation": None, "dropout": 0.0},
             "registered_name": CLASSIFIER}
     names = layer_names(spec)
@@ -285,3 +345,8 @@ def write_weights(
                     key = f"{module}.{param}"
                     value = weights.pop(key) if consume else weights[key]
                     variables.create_dataset(str(i), data=np.ascontiguousarray(from_canonical(np.asarray(value), perm)))
+    if preprocessor is not None:  # in task.json too: from_preset builds the classifier from that
+        (path / PREPROCESSOR_FILE).write_text(json.dumps(preprocessor, indent=4) + "\n")
+        (path / CONVERTER_FILE).write_text(json.dumps(preprocessor["config"]["image_converter"], indent=4) + "\n")
+        notes.insert(0, f"wrote {preprocessing.name} as {PREPROCESSOR_FILE}")
+    return notes

@@ -1,6 +1,7 @@
 """timm's ResNets: state_dicts as timm saves them, a .safetensors or a torch.save'd .pth (its training checkpoints
-wrap one in {'state_dict': ...}), or the directory ``save_for_hf`` writes (config.json naming the model, with
-model.safetensors or pytorch_model.bin).
+wrap one in {'state_dict': ...}), or the directory ``save_for_hf`` writes (config.json naming the model and its
+preprocessing, ``pretrained_cfg``, with model.safetensors or pytorch_model.bin), which ``timm.create_model(
+"local-dir:PATH", pretrained=True)`` loads.
 
 timm's names are the canonical ones: torchvision's for resnet18..resnet152, and for ResNet-D (resnet18d..152d)
 the deep stem's ``conv1.0/.1/.3/.4/.6`` and the shortcut's ``downsample.1/.2`` behind its average pool, which the
@@ -20,6 +21,7 @@ from ..checkpoint import safetensors
 from ..checkpoint.formats import FORMATS, Checkpoint
 from ..errors import CheckpointError, one_line
 from ..infer import LABELS
+from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec, differing, get_spec
 
 # timm's model names that are presets here, with the same network
@@ -27,6 +29,8 @@ MODELS = tuple(f"resnet{depth}{d}" for d in ("", "d") for depth in (18, 34, 50, 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # where timm's other model families keep their classifier (its ResNets: fc), to say what a file is
 OTHER_HEADS = ("head.fc.weight", "head.weight", "classifier.weight", "last_linear.weight")
+# timm.data's defaults for pretrained_cfg keys a config leaves out (DEFAULT_CROP_PCT, crop_mode 'center')
+DEFAULT_CROP_PCT, INTERPOLATIONS = 0.875, ("nearest", "bilinear", "bicubic")
 
 
 def model_name(spec: ResNetSpec) -> str | None:
@@ -47,15 +51,55 @@ def spec_from_config(config: Mapping, path: Path) -> ResNetSpec:
     return get_spec(name, num_classes=int(config.get("num_classes", 1000)), in_channels=int(channels))
 
 
+def preprocessing_from_config(cfg: Mapping, path: Path) -> tuple[Preprocessing | None, list[str]]:
+    """The preprocessing a pretrained_cfg describes (timm.data.create_transform at eval: the shorter side to
+    input_size / crop_pct, the centre cut out, or 'squash'), and notes; None (a note saying why) where it does what
+    Preprocessing cannot."""
+    mode, crop = cfg.get("crop_mode", "center"), cfg.get("crop_pct", DEFAULT_CROP_PCT)
+    if cfg.get("interpolation", "bilinear") not in INTERPOLATIONS or mode not in ("center", "squash") \
+            or (mode == "squash" and crop != 1.0):
+        return None, [f"{path}: pretrained_cfg interpolation {cfg.get('interpolation')!r}, crop_mode {mode!r}, "
+                      f"crop_pct {crop}: a preprocessing not read here"]
+    try:
+        _, height, width = cfg["input_size"]
+        found = Preprocessing(
+            f"timm pretrained_cfg of {cfg.get('architecture', 'the model')}", f"recorded in {path.name}'s pretrained_cfg",
+            (int(height), int(width)), None if mode == "squash" else float(crop), cfg.get("interpolation", "bilinear"),
+            "RGB", tuple(255 * float(m) for m in cfg["mean"]), tuple(255 * float(s) for s in cfg["std"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a pretrained_cfg without a readable preprocessing: {one_line(exc)}") from exc
+    return found, []
+
+
+def pretrained_cfg(preprocessing: Preprocessing, spec: ResNetSpec, name: str) -> tuple[dict | None, list[str]]:
+    """The pretrained_cfg keys that make timm.data.create_transform do ``preprocessing`` for ``spec``; None (a note
+    saying why) where timm cannot normalise the same way."""
+    p = preprocessing
+    if p.channels != "RGB":
+        return None, [f"timm's transforms feed RGB, {p.name} {p.channels}: no preprocessing written in pretrained_cfg"]
+    cfg = {
+        "architecture": name, "num_classes": spec.num_classes, "input_size": [spec.in_channels, *p.size],
+        "interpolation": p.interpolation, "mean": [m / 255 for m in p.mean], "std": [s / 255 for s in p.std],
+        "crop_pct": 1.0 if p.crop_pct is None else p.crop_pct, "crop_mode": "squash" if p.crop_pct is None else "center",
+        "first_conv": "conv1" if spec.stem != "deep" else "conv1.0", "classifier": "fc",
+    }
+    return cfg, []
+
+
 def read_weights(path: Path, fmt: str = "timm", spec: ResNetSpec | None = None) -> Checkpoint:
     """A timm state_dict file, or a save_for_hf directory (the model from its config.json); ``spec`` is not needed."""
-    recorded, file, notes = None, path, []
+    recorded, file, notes, preprocessing = None, path, [], None
     if path.is_dir():
         config = path / "config.json"
         try:
-            recorded = spec_from_config(json.loads(config.read_text()), config)
+            found = json.loads(config.read_text())
+            recorded = spec_from_config(found, config)
         except (OSError, ValueError, AttributeError, TypeError) as exc:
             raise CheckpointError(f"{config}: not a readable timm config.json: {one_line(exc)}") from exc
+        if isinstance(found.get("pretrained_cfg"), dict):
+            preprocessing, more = preprocessing_from_config(
+                {"architecture": found["architecture"], **found["pretrained_cfg"]}, config)
+            notes += more
         file = next((path / name for name in WEIGHT_FILES if (path / name).is_file()), None)
         if file is None:
             raise CheckpointError(f"{path}: no {' or '.join(WEIGHT_FILES)} beside config.json")
@@ -68,19 +112,33 @@ def read_weights(path: Path, fmt: str = "timm", spec: ResNetSpec | None = None) 
     if "fc.weight" not in weights and (head := next((k for k in OTHER_HEADS if k in weights), None)):
         raise CheckpointError(f"{file}: a timm state_dict of another model: its classifier is "
                               f"{head.removesuffix('.weight')}, where timm's ResNets have fc")
-    return Checkpoint(weights, recorded, FORMATS[fmt], notes)
+    return Checkpoint(weights, recorded, FORMATS[fmt], notes, preprocessing)
 
 
 def write_weights(
     path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str = "timm", *, consume: bool = False,
-) -> None:
-    """A .safetensors or .pth that ``timm.create_model(name, num_classes=..., in_chans=...)`` loads with strict=True."""
-    if model_name(spec) is None:
+    preprocessing: Preprocessing | None = None,
+) -> list[str]:
+    """A .safetensors or .pth that ``timm.create_model(name, num_classes=..., in_chans=...)`` loads with strict=True,
+    or (a path without a suffix) the directory ``save_for_hf`` writes, ``preprocessing`` in its pretrained_cfg."""
+    name = model_name(spec)
+    if name is None:
         raise CheckpointError(f"{path}: timm has no model for {spec.name} with these fields; its ResNets here: "
                               f"{', '.join(MODELS)}")
     if path.suffix == ".safetensors":
-        safetensors.write_weights(path, weights, spec)
-    elif path.suffix in (".pth", ".pt", ".bin"):
+        return safetensors.write_weights(path, weights, spec, preprocessing=preprocessing)
+    if path.suffix in (".pth", ".pt", ".bin"):
         frameworks.load_checkpoints("torch").write_weights(path, weights, spec, "torch", consume=consume)
-    else:
-        raise CheckpointError(f"{path}: timm files end in .safetensors or .pth")
+        return [] if preprocessing is None else [f"a timm .pth has no place for preprocessing: prepare inputs as "
+                                                 f"{preprocessing.name} does, or write a directory (no suffix)"]
+    if path.suffix:
+        raise CheckpointError(f"{path}: timm files end in .safetensors or .pth (a path without a suffix: a directory)")
+    cfg, notes = (None, []) if preprocessing is None else pretrained_cfg(preprocessing, spec, name)
+    config = {"architecture": name, "num_classes": spec.num_classes, "num_features": spec.final_width,
+              "global_pool": "avg", "pretrained_cfg": cfg or {"architecture": name, "num_classes": spec.num_classes}}
+    if spec.in_channels != 3:
+        config["model_args"] = {"in_chans": spec.in_channels}
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    safetensors.write_weights(path / WEIGHT_FILES[0], weights, spec)
+    return ([f"wrote {preprocessing.name} into config.json's pretrained_cfg"] if cfg else []) + notes

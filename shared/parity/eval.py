@@ -14,7 +14,7 @@ from .. import frameworks
 from ..errors import ParityInputError, ResNetParityError, one_line
 from ..spec import ResNetSpec
 from ..weights import count_parameters
-from .inputs import _label, load_inputs, participants, starting_weights
+from .inputs import _label, batch_problem, load_inputs, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import check_tensors, rule_for
 
@@ -44,7 +44,7 @@ def compare(
     """Port the source framework's weights to the others and check every block's output in eval mode.
 
     ``weights``: a checkpoint file (any format ``shared.checkpoint`` reads, ``weights_format`` where its
-    suffix does not say) or a canonical dict; default:
+    suffix does not say), a ``shared.checkpoint.Source`` opened with its options, or a canonical dict; default:
     random weights, every tensor randomised (BN statistics included). ``inputs``: an NHWC array or .npy
     file; default: a random batch of ``batch`` images of side ``size``. ``tolerance``: a fixed bound on
     the pairwise error instead of the float64-floor rule. ``models``: framework -> factory(spec, weights,
@@ -55,8 +55,8 @@ def compare(
     spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
     if inputs is None:
         size = spec.image_size if size is None else size
-        if size < 1 or batch < 1:
-            raise ParityInputError(f"size={size}, batch={batch}: both must be positive")
+        if problem := batch_problem(spec, batch, size):
+            raise ParityInputError(problem)
         x = np.random.default_rng(seed).standard_normal((batch, size, size, spec.in_channels))
         x = x.astype(np.float64 if dtype == "float64" else np.float32)
         inputs_record = {"origin": "random", "seed": seed, "shape": list(x.shape)}

@@ -38,18 +38,22 @@ def starting_weights(arch: str | ResNetSpec | None, weights, weights_format: str
     return spec, initial, {"origin": "random", "seed": seed}, []
 
 
-def load_weights(weights: Mapping[str, np.ndarray] | str | os.PathLike, arch: str | ResNetSpec | None,
+def load_weights(weights: Mapping[str, np.ndarray] | Source | str | os.PathLike, arch: str | ResNetSpec | None,
                  fmt: str | None = None) -> tuple[ResNetSpec, dict[str, np.ndarray], dict, list[str]]:
-    """(spec, float32 canonical weights, what to record, notes) from a checkpoint file any reader takes, or a dict."""
+    """(spec, float32 canonical weights, what to record, notes) from a checkpoint file any reader takes (or a
+    ``Source`` opened with its options, read here unless it has been), or a dict."""
     if isinstance(weights, Mapping):
         if arch is None:
             raise ParityInputError("weights given as a dict need arch=NAME")
         spec = get_spec(arch)
         prepared, notes = prepare(weights, spec, Path("weights"))
         return spec, prepared, {"origin": "dict"}, notes
-    source = Source.open(weights, fmt).read(arch)
+    source = weights if isinstance(weights, Source) else Source.open(weights, fmt)
+    if source.spec is None:
+        source.read(arch)
     prepared, dtype_notes = source.prepared()
-    return source.spec, prepared, {"origin": str(source.path), "format": source.format.name}, source.notes + dtype_notes
+    record = {"origin": str(source.path), "format": source.format.name, "dropped": source.dropped}
+    return source.spec, prepared, record, source.notes + dtype_notes
 
 
 def load_inputs(inputs: np.ndarray | str | os.PathLike, spec: ResNetSpec) -> np.ndarray:
@@ -73,6 +77,28 @@ def load_inputs(inputs: np.ndarray | str | os.PathLike, spec: ResNetSpec) -> np.
     if min(inputs.shape[:3]) < 1:
         raise ParityInputError(f"{_label(origin)}: an empty batch, shape {inputs.shape}")
     return inputs
+
+
+def batch_problem(spec: ResNetSpec, batch: int, size: int) -> str | None:
+    """Why a batch of ``batch`` images of ``size`` x ``size`` cannot run ``spec`` here (empty, or one feature map of
+    the stem's width at the input's size larger than this machine's memory: a network holds several), else None;
+    the message names size= and batch=."""
+    if size < 1 or batch < 1:
+        return f"size={size}, batch={batch}: both must be positive"
+    channels = max(spec.in_channels, spec.stem_width)
+    need, have = 4 * batch * size * size * channels, physical_memory()
+    if have and need > have:
+        return (f"size={size}, batch={batch}: one float32 feature map of {channels} channels at {size}x{size} for "
+                f"{batch} images takes {need / 2**30:,.0f} GiB, more than this machine's {have / 2**30:,.0f} GiB")
+    return None
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, where the system tells (POSIX), else None."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _label(origin) -> str:

@@ -25,7 +25,7 @@ from ..recipe import SGD, Convention, Recipe, bn_sample_counts, convert_running_
 from ..spec import ResNetSpec
 from ..train import parts, run_steps
 from ..weights import BN_STAT_SUFFIXES, count_parameters
-from .inputs import participants, starting_weights
+from .inputs import batch_problem, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import FLOOR_SAMPLES, TensorCheck, check_tensors, rounded_otherwise, rule_for
 
@@ -269,6 +269,8 @@ def train_parity(
     if steps < 1 or batch < 2 or size < 1:
         raise ParityInputError(f"steps={steps}, size={size}, batch={batch}: steps and size must be >= 1 and batch >= 2 "
                                "(BatchNorm needs two values per channel)")
+    if problem := batch_problem(spec, batch, size):
+        raise ParityInputError(problem)
     if devices > 1:
         for name in names:
             parallel.check_replicas(name, devices, batch, device)
