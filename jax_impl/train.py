@@ -19,11 +19,11 @@ import numpy as np
 import optax
 from flax import nnx, serialization
 
-from shared.recipe import SGD, Convention, Recipe, learning_rates
-from shared.weights import BN_STAT_SUFFIXES, widened
+from shared.recipe import OPTIMIZER_SLOTS, SGD, Convention, Recipe, learning_rates
+from shared.weights import BN_STAT_SUFFIXES, canonical_layers, from_canonical, resolve, to_canonical, widened
 
 from .resnet import ResNet
-from .weights import export_weights, import_weights, inputs
+from .weights import PARAMS, export_weights, import_weights, inputs
 
 BN_RUNNING_VAR: Convention = "biased"
 TRAINING_STATE_FILES = ("model.msgpack", "optimizer.msgpack")
@@ -100,6 +100,47 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     model.eval(graph=False)
     return np.concatenate([widened(np.asarray(_forward(model, inputs(model, x[i : i + batch_size])))) for i in range(0, len(x), batch_size)])
+
+
+# optax's names for torch's slots (optax.trace's buffer, optax.scale_by_adam's moments)
+_OPTAX_SLOTS = dict(zip(("trace", "mu", "nu"), (*OPTIMIZER_SLOTS["sgd"], *OPTIMIZER_SLOTS["adam"])))
+
+
+def _optax_states(optimizer: nnx.Optimizer) -> list:
+    """The optax states of the chain (named tuples: TraceState, ScaleByAdamState, ScaleByScheduleState, ...)."""
+    return jax.tree.leaves(optimizer.opt_state, is_leaf=lambda node: hasattr(node, "_fields"))
+
+
+def _slot_variables(model: ResNet, optimizer: nnx.Optimizer):
+    """(canonical key, permutation, {slot: the optimizer's variable}) of every parameter."""
+    slots = {_OPTAX_SLOTS[f]: getattr(s, f) for s in _optax_states(optimizer) for f in s._fields if f in _OPTAX_SLOTS}
+    for layer in canonical_layers(model.spec):
+        for param in layer.shapes:
+            key = f"{layer.path}.{param}"
+            if not key.endswith(BN_STAT_SUFFIXES):
+                attr, perm = PARAMS[layer.kind][param]
+                yield key, perm, {slot: resolve(tree, layer.path)[attr] for slot, tree in slots.items()}
+
+
+def export_optimizer_state(model: ResNet, optimizer: nnx.Optimizer) -> dict[str, np.ndarray]:
+    """``step`` and torch's slots per parameter (optax's trace, mu and nu), canonical names and layouts."""
+    state = {"step": np.array(int(optimizer.step[...]), np.int64)}
+    for key, perm, held in _slot_variables(model, optimizer):
+        state.update({f"{slot}.{key}": to_canonical(np.asarray(var[...]), perm) for slot, var in held.items()})
+    return state
+
+
+def import_optimizer_state(model: ResNet, optimizer: nnx.Optimizer, state: Mapping[str, np.ndarray]) -> None:
+    """Continue from ``state``: the slots, and every step count of the chain (the schedule's, Adam's, the optimizer's)."""
+    for key, perm, held in _slot_variables(model, optimizer):
+        for slot, var in held.items():
+            var.value = jnp.asarray(np.ascontiguousarray(from_canonical(np.asarray(state[f"{slot}.{key}"]), perm)),
+                                    dtype=var.dtype)
+    step = int(state["step"])
+    for s in _optax_states(optimizer):
+        if "count" in s._fields:
+            s.count.value = jnp.asarray(step, dtype=s.count.dtype)
+    optimizer.step.value = jnp.asarray(step, dtype=optimizer.step.dtype)
 
 
 def _save(path: str, node: nnx.Object) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shared.recipe import SGD, Convention, Recipe, lr_factor
+from shared.recipe import OPTIMIZER_SLOTS, SGD, Convention, Recipe, lr_factor
 
 from .resnet import ResNet
 from .weights import as_numpy, inputs
@@ -88,6 +88,42 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         return np.concatenate([as_numpy(model(inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
+
+
+def export_optimizer_state(model: ResNet, optimizer: Optimizer) -> dict[str, np.ndarray]:
+    """``step`` and torch's own slots per parameter (``momentum_buffer``; Adam's ``exp_avg``, ``exp_avg_sq``), by
+    state_dict key; a slot not created yet (before the first step) as the zeros it acts as."""
+    state = {"step": np.array(optimizer.scheduler.last_epoch, np.int64)}
+    for name, p in model.named_parameters():
+        held = optimizer.optimizer.state.get(p, {})
+        for slot in _slots(optimizer):
+            value = held.get(slot)
+            # a copy: the optimizer updates its buffers in place
+            state[f"{slot}.{name}"] = (as_numpy(value).copy() if value is not None
+                                       else np.zeros(p.shape, as_numpy(p.detach()).dtype))
+    return state
+
+
+def import_optimizer_state(model: ResNet, optimizer: Optimizer, state: Mapping[str, np.ndarray]) -> None:
+    """Continue from ``state``: the slots, Adam's step count, and the schedule at step ``state['step']``."""
+    step = int(state["step"])
+    for name, p in model.named_parameters():
+        held = optimizer.optimizer.state[p]
+        for slot in _slots(optimizer):
+            held[slot] = torch.tensor(np.asarray(state[f"{slot}.{name}"]), dtype=p.dtype, device=p.device)
+        if isinstance(optimizer.optimizer, torch.optim.Adam):
+            held["step"] = torch.tensor(float(step), dtype=torch.float32)
+    scheduler = optimizer.scheduler
+    scheduler.last_epoch = step
+    for group, base, factor in zip(optimizer.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in optimizer.optimizer.param_groups]
+
+
+def _slots(optimizer: Optimizer) -> tuple[str, ...]:
+    if isinstance(optimizer.optimizer, torch.optim.Adam):
+        return OPTIMIZER_SLOTS["adam"]
+    return OPTIMIZER_SLOTS["sgd"] if optimizer.optimizer.defaults["momentum"] else ()
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:

@@ -96,6 +96,14 @@ class Trainer(Protocol):
     def predict(self, model: Model, x: np.ndarray, batch_size: int) -> np.ndarray:
         """Eval-mode logits of an NHWC array, batch by batch."""
 
+    def export_optimizer_state(self, model: Model, optimizer: Optimizer) -> dict[str, np.ndarray]:
+        """The optimizer's state in canonical names (``shared.recipe.OPTIMIZER_SLOTS``): ``step``, the optimizer steps
+        taken (the schedule and Adam's bias correction read it), and ``<slot>.<parameter key>`` for each of torch's
+        slots, canonical layouts; slots torch creates lazily are exported as the zeros they act as."""
+
+    def import_optimizer_state(self, model: Model, optimizer: Optimizer, state: Mapping[str, np.ndarray]) -> None:
+        """Set the optimizer to ``state`` (``export_optimizer_state``'s form): the next step continues from it."""
+
     def save_training_state(self, directory: str, model: Model, optimizer: Optimizer) -> None:
         """The framework's native training checkpoint (model and optimizer) in ``directory``."""
 

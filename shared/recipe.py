@@ -134,6 +134,12 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# An optimizer's state in canonical names (``Trainer.export_optimizer_state``): 'step', the optimizer steps taken,
+# and per parameter each of torch's own slots as '<slot>.<parameter key>' (optax's trace, mu and nu; Keras's
+# momentums and velocities). SGD without momentum keeps none.
+OPTIMIZER_SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq")}
+
+
 def get_recipe(name: str, **overrides) -> Recipe:
     """A named preset with fields replaced (see ``Recipe.replace``)."""
     try:

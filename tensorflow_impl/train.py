@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from shared.recipe import SGD, Convention, Recipe, learning_rates
+from shared.recipe import OPTIMIZER_SLOTS, SGD, Convention, Recipe, learning_rates
 from shared.weights import BN_STAT_SUFFIXES, from_canonical, mapped_variables, to_canonical, widened
 
 from .resnet import ResNet
@@ -153,6 +153,38 @@ def _forward(model: ResNet, x):
 def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
     """Eval-mode logits for an NHWC array, computed batch by batch."""
     return np.concatenate([widened(_forward(model, inputs(model, x[i : i + batch_size])).numpy()) for i in range(0, len(x), batch_size)])
+
+
+def _slots(optimizer: keras.optimizers.Optimizer) -> dict[str, list]:
+    """Each of torch's slot names and the optimizer's list of that slot's variables (one per trainable variable)."""
+    if isinstance(optimizer, keras.optimizers.Adam):
+        return dict(zip(OPTIMIZER_SLOTS["adam"], (optimizer._momentums, optimizer._velocities)))
+    return dict(zip(OPTIMIZER_SLOTS["sgd"], (optimizer.momentums,))) if optimizer.momentum else {}
+
+
+def _slot_variables(model: ResNet, optimizer: keras.optimizers.Optimizer):
+    """(canonical key, permutation, {slot: the optimizer's variable}) of every trainable parameter."""
+    slots = _slots(optimizer)
+    for key, var, perm in mapped_variables(model.spec, model, PARAMS):
+        if not key.endswith(BN_STAT_SUFFIXES):
+            index = optimizer._get_variable_index(var)
+            yield key, perm, {slot: held[index] for slot, held in slots.items()}
+
+
+def export_optimizer_state(model: ResNet, optimizer: keras.optimizers.Optimizer) -> dict[str, np.ndarray]:
+    """``step`` (the optimizer's iterations) and torch's slots per parameter, canonical names and layouts."""
+    state = {"step": np.array(int(optimizer.iterations.numpy()), np.int64)}
+    for key, perm, held in _slot_variables(model, optimizer):
+        state.update({f"{slot}.{key}": to_canonical(var.numpy(), perm) for slot, var in held.items()})
+    return state
+
+
+def import_optimizer_state(model: ResNet, optimizer: keras.optimizers.Optimizer, state: Mapping[str, np.ndarray]) -> None:
+    """Continue from ``state``: the slots and the iteration count (which the learning-rate table reads)."""
+    for key, perm, held in _slot_variables(model, optimizer):
+        for slot, var in held.items():
+            var.assign(from_canonical(np.asarray(state[f"{slot}.{key}"]), perm).astype(var.dtype))
+    optimizer.iterations.assign(int(state["step"]))
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: keras.optimizers.Optimizer) -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from shared import checkpoint, frameworks
+from shared.cli.report import format_table
 from shared.parity import check_tensors, compare, rule_for
 from shared.spec import get_spec
 from shared.weights import OIHW_TO_HWIO, from_canonical, randomize
@@ -158,6 +159,6 @@ def test_grouped_and_gated_mistakes_are_caught(spec, mistake):
 
     for dtype in ("float32", "float64"):
         right = compare(spec, dtype=dtype, size=32, seed=3)
-        assert right.passed, right.table()
+        assert right.passed, format_table(right)
         report = compare(spec, dtype=dtype, size=32, seed=3, models={"tf": wrong("tf"), "jax": wrong("jax")})
-        assert not any(r.passed for r in report.results if not r.reference), report.table()
+        assert not any(r.passed for r in report.results if not r.reference), format_table(report)

@@ -165,20 +165,11 @@ def test_training_step_of_every_family_preset(arch, dtype, source):
 # the fields of the others run small above and in test_training_parity.py. Each deeper preset takes a minute or more to
 # trace and compile: slow tests.
 DEFAULT_TRAINING = {"resnet18d", "seed_tf_cifar"}
-# Honest ports the float32 rule fails today (issue 18): in seed_torch_cifar, Flax's gradients of conv1 and of the
-# first stage's first two blocks are 1e-2 from the truth, 10 to 130 times the floor, where PyTorch and Keras are at 4e-6;
-# in float64 Flax agrees with the truth to 2e-14 (float64_diagnosis says so): rounding, amplified.
-ROUNDING_FAILS = {"seed_torch_cifar"}
 
 
-def sweep_marks(arch: str) -> list:
-    marks = [] if arch in DEFAULT_TRAINING else [pytest.mark.slow]
-    if arch in ROUNDING_FAILS:
-        marks.append(pytest.mark.xfail(strict=True, reason="the float32 rule fails an honest port here (issue 18)"))
-    return marks
 
-
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=sweep_marks(a)) for a in list_specs()])
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=[] if a in DEFAULT_TRAINING else [pytest.mark.slow])
+                                  for a in list_specs()])
 def test_a_training_step_of_every_preset(capsys, arch):
     """resnet18d's run ended in KeyError 'conv1.1' (BN sample counts that knew no deep stem): every preset's geometry
     (deep stems, pooled shortcuts, pre-activation, groups, gates) through the whole training check."""

@@ -33,7 +33,7 @@ from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert
 from shared.spec import get_spec
 from shared.parity import TOLERANCE, Bound, rule_for, train_parity
 from shared.parity.report import fact_of
-from shared.parity.rule import FLOOR_SAMPLES, rounded_otherwise
+from shared.parity.floor import FLOOR_SAMPLES, rounded_otherwise
 from shared.parity.training import check_traces, floor_runs, random_batches, trace_training
 from shared.weights import canonical_layers, randomize, relative_error, resolve
 
@@ -264,7 +264,7 @@ def test_floor_samples_reorder_and_round_the_input_otherwise():
     spec = get_spec("resnet20")
     weights, batches = randomize(spec, 0), [(x, np.arange(4))]
     reference = trace_training("torch", spec, weights, batches, SGD_NESTEROV, record_steps=(1,))
-    samples = floor_runs("torch", spec, weights, batches, SGD_NESTEROV, dtype="float32", record_steps=(1,), device="cpu", seed=0)
+    samples = list(floor_runs("torch", spec, weights, batches, SGD_NESTEROV, dtype="float32", record_steps=(1,), device="cpu", seed=0))
     assert len(samples) == FLOOR_SAMPLES
     for sample in samples:  # the logits are put back in order: the same function of a barely moved input
         assert 0 < relative_error(sample.logits, reference.logits) < 1e-5

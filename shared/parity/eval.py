@@ -14,6 +14,7 @@ from .. import frameworks
 from ..errors import ParityInputError, ResNetParityError, one_line
 from ..spec import ResNetSpec
 from ..weights import count_parameters
+from . import floor
 from .inputs import _label, batch_problem, load_inputs, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .rule import check_tensors, rule_for
@@ -101,9 +102,18 @@ def compare(
             timings[source]["truth_s"] = time.perf_counter() - start
 
     tensors = eval_tensors(spec)
+    sampled = None
+    if truth is not None:
+        start = time.perf_counter()
+        sampled = floor.judged(
+            lambda more, count: floor.largest_errors(floor.eval_runs(source, spec, ported, x, dtype, device=device,
+                                                                     seed=[seed, more], count=count), truth),
+            lambda found: {n: check_tensors(tensors, outputs[n], outputs[source], truth, rule, found)
+                           for n in names if n != source}, notes)
+        timings[source]["floor_samples_s"] = time.perf_counter() - start
     results = []
     for name in names:
-        checks = check_tensors(tensors, outputs[name], outputs[source], truth, rule)
+        checks = check_tensors(tensors, outputs[name], outputs[source], truth, rule, sampled)
         top = (truth or outputs[source])["fc"]
         results.append(FrameworkResult(
             name, name == source, *counts[name], counts[name] == (params, stats), checks, devices[name],

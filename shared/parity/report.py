@@ -30,7 +30,7 @@ class FrameworkResult:
     @property
     def first_divergence(self) -> str | None:
         """The first tensor, in forward order, beyond its limit."""
-        return next((c.name for c in self.checks if not c.passed), None)
+        return next((c.name for c in self.checks if c.binding and not c.passed), None)
 
     @property
     def passed(self) -> bool:

@@ -13,14 +13,13 @@ any k >= 2 (triangle inequality); this one measures each target against the trut
 that is worse than the reference at a tensor fails there.
 
 The floor is a statistic: ``check_tensors`` takes the largest error over the reference's run and its
-floor samples, runs of the same function with other rounding (``FLOOR_SAMPLES``, ``rounded_otherwise``;
-the training check draws them with ``shared.parity.training.floor_runs``).
+floor samples, runs of the same function with other rounding (``shared.parity.floor``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 
@@ -84,6 +83,7 @@ class TensorCheck:
     floor: float | None  # err(S_d, truth), the largest over the reference's runs; None under a fixed tolerance
     limit: float  # what error may reach
     vs_source: float  # err(T_d, S_d): the pairwise error a fixed-threshold check looks at
+    binding: bool = True  # whether the verdict rests on it (training: not the facts of a chaotic trajectory)
 
     @property
     def passed(self) -> bool:
@@ -102,46 +102,24 @@ class TensorCheck:
 
 def check_tensors(names: list[str], got: Mapping[str, np.ndarray], source: Mapping[str, np.ndarray],
                   truth: Mapping[str, np.ndarray] | None, rule: dict,
-                  samples: Sequence[Mapping[str, np.ndarray]] = ()) -> list[TensorCheck]:
+                  sampled: Mapping[str, float] | None = None) -> list[TensorCheck]:
     """Each named tensor of a target against the reference (``source``, same dtype) and the float64 ``truth``.
 
-    The floor is the reference's own error; ``samples``, further runs of the reference that compute the same
-    function with other rounding, make it the largest of those errors.
+    The floor is the reference's own error, or where larger the floor samples' (``sampled``: per tensor the
+    largest error of further runs of the reference with other rounding, ``shared.parity.floor``).
     """
     checks = []
     for name in names:
-        vs_source = _error(got[name], source[name])
+        vs_source = error(got[name], source[name])
         if rule["kind"] == "fixed" or truth is None:
             checks.append(TensorCheck(name, vs_source, None, rule["tolerance"], vs_source))
             continue
-        floor = max(_error(run[name], truth[name]) for run in (source, *samples))
+        floor = max(error(source[name], truth[name]), (sampled or {}).get(name, 0.0))
         limit = rule["k"] * floor + rule["atol"]
-        checks.append(TensorCheck(name, _error(got[name], truth[name]), floor, limit, vs_source))
+        checks.append(TensorCheck(name, error(got[name], truth[name]), floor, limit, vs_source))
     return checks
 
 
-def _error(a: np.ndarray, b: np.ndarray) -> float:
-    if np.shape(a) != np.shape(b):
-        return float("inf")
-    return relative_error(a, b)
-
-
-# One low-precision run is one draw of the dtype's rounding, and two kinds of training fact make one draw a
-# poor measure of it. A fact that sums many nearly cancelling terms (a BN bias's gradient over batch x H x W
-# values) has an error that varies by orders of magnitude between draws. And a gradient is discontinuous at a
-# ReLU kink: a pre-activation within rounding of zero is clipped by one run and not by another, and that
-# element's gradient then differs outright. One lucky reference run would make an honest target look
-# thousands of times worse. The floor of a training check is therefore the largest error over the
-# reference's run and FLOOR_SAMPLES more on the same batches, each with the examples in another order (the
-# same function summed in another order: every fact but the logits is a sum over the batch, or over each
-# shard's examples with per-replica BN; the logits are put back in order) and every input value moved up or
-# down by a unit or two in the last place of the dtype (the same input, rounded another way: it moves every
-# activation by about as much as another framework's rounding does, so a kink within rounding flips in some
-# samples as it does in some frameworks).
-FLOOR_SAMPLES = 4
-
-
-def rounded_otherwise(x: np.ndarray, dtype: str, rng: np.random.Generator) -> np.ndarray:
-    """``x`` with every value moved by one to two units in the last place of ``dtype``, up or down at random."""
-    step = 2 * UNIT_ROUNDOFF[dtype] * rng.choice([-1.0, 1.0], size=x.shape)
-    return (x.astype(np.float64) * (1 + step)).astype(x.dtype)
+def error(a: np.ndarray, b: np.ndarray) -> float:
+    """The project's relative error, ``relative_error``; infinite where the shapes differ."""
+    return float("inf") if np.shape(a) != np.shape(b) else relative_error(a, b)
