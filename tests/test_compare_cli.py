@@ -12,6 +12,7 @@ from helpers import as_torch, torch_save
 from shared import checkpoint, frameworks
 from shared.cli import main
 from shared import assert_parity
+from shared.parity import TOLERANCE
 from shared.spec import get_spec
 from shared.weights import randomize
 
@@ -117,6 +118,32 @@ def test_assert_parity_for_users_own_pytest():
     assert_parity(ARCH, targets=["torch", "jax"])
     with pytest.raises(AssertionError, match="first divergence at stem"):
         assert_parity(ARCH, targets=["torch", "jax"], tolerance=1e-12)
+
+
+def test_k_sets_the_margin_and_says_so(capsys):
+    """--k / k= replace the table's k, and the report records both: every limit is K x floor + atol; a margin
+    below what rounding needs fails the honest port (the rule bites), in the CLI and in assert_parity alike."""
+    table = TOLERANCE["float32"]["eval"]
+    code, out, _ = compare(capsys, "--arch", ARCH, "--size", "16", "--k", str(2 * table.k), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["rule"]["k"] == 2 * table.k and report["rule"]["table_k"] == table.k
+    assert "k set by the caller" in report["rule"]["description"]
+    for check in report["results"][1]["checks"]:
+        assert check["limit"] == pytest.approx(2 * table.k * check["floor"] + table.atol, rel=1e-12)
+    code, out, _ = compare(capsys, "--arch", ARCH, "--size", "16", "--k", "1e-3")
+    assert code == 1 and "MISMATCH" in out and "k set by the caller; the table's: 4" in out
+    with pytest.raises(AssertionError, match="k set by the caller"):
+        assert_parity(ARCH, size=16, targets=["torch", "jax"], k=1e-3)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "2", "--tolerance", "1e-5"], "pass one of them"),
+    (["--k", "0"], "out of range: a finite number > 0"),
+    (["--k", "2", "--dtype", "float64"], "no floor to scale"),
+])
+def test_k_refused_where_it_means_nothing(capsys, args, message):
+    code, out, err = compare(capsys, "--arch", ARCH, "--size", "16", *args)
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.slow

@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=real(0), nargs="?", const=FIXED_FLOAT32, default=None, metavar="X",
                         help=f"a fixed bound on the pairwise relative error instead of the float64 floor "
                              f"(default X: {FIXED_FLOAT32:.0e}); no float64 run")
+    parser.add_argument("--k", type=real(0, above=True), default=None, metavar="K",
+                        help="the floor rule's margin instead of the table's k above: a tensor passes while its error "
+                             "is at most K times the reference's own error plus atol, so K twice the table's lets "
+                             "every tensor be twice as far from the truth (not with --tolerance)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"), help="where every framework runs")
     parser.add_argument("--per-layer", action="store_true", help="print every block (every tensor with --train-steps)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON (schema_version 1)")
@@ -80,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--devices and --sync-bn check the data-parallel training step; add --train-steps K")
     if args.sync_bn and args.devices < 2:
         raise CliError("--sync-bn synchronises BatchNorm across replicas; it needs --devices N with N >= 2")
+    if args.k is not None and args.tolerance is not None:
+        raise CliError("--k sets the margin of the float64-floor rule and --tolerance replaces that rule with a fixed "
+                       "bound: pass one of them")
     if args.train_steps and args.input:
         raise CliError("--input is for eval mode; --train-steps trains on random batches")
     if args.junit:
@@ -90,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.weights, args.weights_format, option="weights_format", strip_prefix=args.strip_prefix,
         drop_unexpected=args.drop_unexpected)
     common = dict(weights=weights, source=args.source, targets=args.frameworks, dtype=args.dtype, size=args.size,
-                  seed=args.seed, tolerance=args.tolerance, device=args.device)
+                  seed=args.seed, tolerance=args.tolerance, k=args.k, device=args.device)
     if args.train_steps:
         report: ParityReport = train_parity(args.arch, args.train_steps, batch=8 if args.batch is None else args.batch,
                                             devices=args.devices, sync_bn=args.sync_bn, **common)

@@ -40,7 +40,8 @@ def compare(
     arch: str | ResNetSpec | None = None, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
     weights_format: str | None = None, inputs: np.ndarray | str | os.PathLike | None = None, source: str = "torch",
     targets: list[str] | None = None, dtype: str = "float32", size: int | None = None, batch: int = 2, seed: int = 0,
-    tolerance: float | None = None, device: str = "cpu", models: Mapping[str, ModelFactory] | None = None,
+    tolerance: float | None = None, k: float | None = None, device: str = "cpu",
+    models: Mapping[str, ModelFactory] | None = None,
 ) -> ParityReport:
     """Port the source framework's weights to the others and check every block's output in eval mode.
 
@@ -48,7 +49,8 @@ def compare(
     suffix does not say), a ``shared.checkpoint.Source`` opened with its options, or a canonical dict; default:
     random weights, every tensor randomised (BN statistics included). ``inputs``: an NHWC array or .npy
     file; default: a random batch of ``batch`` images of side ``size``. ``tolerance``: a fixed bound on
-    the pairwise error instead of the float64-floor rule. ``models``: framework -> factory(spec, weights,
+    the pairwise error instead of the float64-floor rule. ``k``: the floor rule's margin in place of the table's
+(``shared.parity.rule.rule_for``; not with ``tolerance``). ``models``: framework -> factory(spec, weights,
     dtype) returning a model that holds the ported weights, in place of the framework's own
     ``model_from_weights`` (tests inject deliberate mistakes this way).
     """
@@ -64,7 +66,7 @@ def compare(
     else:
         x = load_inputs(inputs, spec)
         inputs_record = {"origin": _label(inputs), "shape": list(x.shape)}
-    rule = rule_for(dtype, "eval", tolerance)
+    rule = rule_for(dtype, "eval", tolerance, k)
     models = models or {}
     params, stats = count_parameters(spec)
 

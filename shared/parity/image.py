@@ -26,7 +26,7 @@ from .report import ParityReport
 def compare_image(
     image: str | os.PathLike, arch=None, *, weights: Mapping[str, np.ndarray] | Source | str | os.PathLike | None = None,
     weights_format: str | None = None, source: str = "torch", targets: list[str] | None = None,
-    dtype: str = "float32", size: int | None = None, seed: int = 0, tolerance: float | None = None,
+    dtype: str = "float32", size: int | None = None, seed: int = 0, tolerance: float | None = None, k: float | None = None,
     device: str = "cpu",
 ) -> ParityReport:
     """``compare`` on a photograph prepared as the source expects (what its file records, its library's documented
@@ -50,7 +50,7 @@ def compare_image(
     pixels = load_image(image)
     x = expected.apply(pixels)[None]
     report = compare(spec, weights=initial, inputs=x, source=source_name, targets=names, dtype=dtype, seed=seed,
-                     tolerance=tolerance, device=device)
+                     tolerance=tolerance, k=k, device=device)
     report.weights, report.notes = record, notes + report.notes
     report.inputs = {"origin": f"{image} through {expected.name}", "shape": list(x.shape)}
     report.extra["preprocessing"] = {

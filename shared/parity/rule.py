@@ -18,11 +18,13 @@ floor samples, runs of the same function with other rounding (``shared.parity.fl
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import numpy as np
 
+from ..errors import ParityInputError
 from ..weights import relative_error
 
 
@@ -63,15 +65,35 @@ TOLERANCE: dict[str, dict[str, Bound]] = {
 FIXED_FLOAT32 = 1e-5
 
 
-def rule_for(dtype: str, mode: str, tolerance: float | None) -> dict:
-    """The rule as the report records it: floor-based from TOLERANCE, or fixed (``tolerance``)."""
+def rule_for(dtype: str, mode: str, tolerance: float | None, k: float | None = None) -> dict:
+    """The rule as the report records it: floor-based from TOLERANCE, or fixed (``tolerance``).
+
+    ``k``: the caller's margin in place of the table's. It is what loosens (or tightens) the floor rule: a tensor
+    may be ``k`` times the reference's own error from the truth, so ``k`` twice the table's lets every tensor be
+    twice as far; the report records the table's value next to it. It has no meaning beside a fixed ``tolerance``
+    or in float64 (a fixed bound), and must be above 0.
+    """
+    if k is not None:
+        if tolerance is not None:
+            raise ParityInputError("k (--k) sets the margin of the float64-floor rule and tolerance (--tolerance) "
+                                   "replaces that rule with a fixed bound: pass one of them")
+        if not k > 0 or not math.isfinite(k):
+            raise ParityInputError(f"k={k:g}: the margin over the floor must be a finite number above 0")
+        if dtype == "float64":
+            raise ParityInputError(f"k={k:g}: float64 runs are checked against the fixed bound "
+                                   f"{TOLERANCE['float64'][mode].atol:.0e}, which has no floor to scale; "
+                                   "pass k with --dtype float32, bfloat16 or float16")
     if tolerance is not None:
         return {"kind": "fixed", "tolerance": tolerance, "description": f"err(T_{dtype}, S_{dtype}) <= {tolerance:.1e}"}
     bound = TOLERANCE[dtype][mode]
     if dtype == "float64":
         return {"kind": "fixed", "tolerance": bound.atol, "description": f"err(T_64, S_64) <= {bound.atol:.0e}"}
-    return {"kind": "floor", "k": bound.k, "atol": bound.atol,
-            "description": f"err(T_{dtype}, S_64) <= {bound.k:g} x err(S_{dtype}, S_64) + {bound.atol:.1e}"}
+    rule = {"kind": "floor", "k": bound.k if k is None else k, "atol": bound.atol}
+    rule["description"] = f"err(T_{dtype}, S_64) <= {rule['k']:g} x err(S_{dtype}, S_64) + {bound.atol:.1e}"
+    if k is not None:
+        rule["table_k"] = bound.k
+        rule["description"] += f" (k set by the caller; the table's: {bound.k:g})"
+    return rule
 
 
 @dataclass

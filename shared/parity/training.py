@@ -276,7 +276,8 @@ def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weig
 def train_parity(
     arch: str | ResNetSpec | None = None, steps: int = 5, *, weights: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
     weights_format: str | None = None, recipe: Recipe | None = None, source: str = "torch", targets: list[str] | None = None, dtype: str = "float32",
-    batch: int = 8, size: int | None = None, seed: int = 0, tolerance: float | None = None, device: str = "cpu",
+    batch: int = 8, size: int | None = None, seed: int = 0, tolerance: float | None = None, k: float | None = None,
+    device: str = "cpu",
     devices: int = 1, sync_bn: bool = False,
 ) -> ParityReport | None:
     """Train ``steps`` steps in every framework from the same weights and batches; check each against the source.
@@ -284,7 +285,7 @@ def train_parity(
     The facts: the first step's train-mode logits, the initial gradients, and the parameters and BN
     running statistics after step 1 and after step ``steps``, each tensor on its own. ``size`` defaults
     to the preset's, at most 64: at batch 8 every BN then averages >= 32 values per channel (fewer make
-    the step chaotic: at 32x32 ResNet-18's last stage is 1x1). ``weights``, ``tolerance`` and ``device``
+    the step chaotic: at 32x32 ResNet-18's last stage is 1x1). ``weights``, ``tolerance``, ``k`` and ``device``
     as for ``shared.parity.compare``. A framework that fails a low-precision check is rerun in float64
     (``float64_diagnosis``), and a note says whether the tensors it failed then match the truth.
 
@@ -307,7 +308,7 @@ def train_parity(
     recipe = (recipe or PARITY_RECIPE).replace(arch=spec.name)
     batches = random_batches(spec, steps, batch, size, seed + 1, "float64" if dtype == "float64" else "float32")
     record_steps = tuple(sorted({1, steps}))
-    rule = rule_for(dtype, "train", tolerance)
+    rule = rule_for(dtype, "train", tolerance, k)
     params, stats = count_parameters(spec)
     # one device: the frameworks against the source's run; data parallel: all against the source on one device
     reference = None if devices == 1 or sync_bn else PerShard(source, devices)
