@@ -115,6 +115,18 @@ def test_first_divergence_names_the_broken_block():
             assert result.first_divergence == "layer3.1"
             assert all(c.passed for c in result.checks[: names.index("layer3.1")])
             assert "MISMATCH: first divergence at layer3.1" in format_table(report)
+        if dtype == "float32":  # the float64 rerun says why: a mistake shows there too
+            assert [n for n in report.notes if "in float64 layer3.1 still differs from the truth" in n
+                    and n.endswith("a port mistake")] and len(report.notes) == len(TARGETS), report.notes
+
+
+def test_an_honest_eval_failure_is_diagnosed_as_rounding():
+    """Deliver 7 of issue 18: a float32 eval failure is rerun in float64 and the note says rounding or mistake. An
+    honest port made to fail by a margin far below what rounding needs (k = 1e-3) agrees with the truth in float64."""
+    report = compare("resnet20", targets=["torch", "jax"], size=16, seed=3, k=1e-3)
+    assert not report.passed
+    (note,) = [n for n in report.notes if n.startswith("Flax NNX: in float64")]
+    assert "agree with the truth within 1e-12" in note and "not a port mistake" in note
 
 
 @pytest.mark.parametrize("fw", ["torch", "tf", "jax"])

@@ -17,7 +17,7 @@ from ..weights import count_parameters
 from . import floor
 from .inputs import _label, batch_problem, load_inputs, participants, starting_weights
 from .report import FrameworkResult, ParityReport
-from .rule import check_tensors, rule_for
+from .rule import check_tensors, float64_note, rule_for
 
 
 def eval_tensors(spec: ResNetSpec) -> list[str]:
@@ -121,10 +121,34 @@ def compare(
             name, name == source, *counts[name], counts[name] == (params, stats), checks, devices[name],
             top_k_agreement(outputs[name]["fc"], top, 1), top_k_agreement(outputs[name]["fc"], top, 5), timings[name],
         ))
+    if truth is not None:
+        notes += float64_diagnosis(results, spec, ported, x, truth, device=device, models=models)
     return ParityReport(
         "eval", spec.name, asdict(spec), source, dtype, rule, inputs_record, weights_record, settings, frameworks.versions(names),
         params, stats, results, notes,
     )
+
+
+def float64_diagnosis(results: list[FrameworkResult], spec: ResNetSpec, ported: Mapping[str, np.ndarray], x: np.ndarray,
+                      truth: Mapping[str, np.ndarray], *, device: str, models: Mapping[str, ModelFactory]) -> list[str]:
+    """A note per framework that failed a low-precision check: its model (``models``' factory where given) rerun in
+    float64 on the same weights and inputs, the tensors it failed against the truth (as training's
+    ``float64_diagnosis``; the verdict stays as it is)."""
+    rule = rule_for("float64", "eval", None)
+    notes = []
+    for result in results:
+        failed = [c.name for c in result.checks if not c.passed]
+        if result.reference or not failed:
+            continue
+        impl = frameworks.load(result.framework)
+        with impl.numerics("float64", device):
+            port = models.get(result.framework, frameworks.load_checkpoints(result.framework).model_from_weights)
+            model = port(spec, {k: np.asarray(v, np.float64) for k, v in ported.items()}, "float64")
+            wide = impl.features(model, np.asarray(x, np.float64))
+        worst = max(check_tensors(failed, wide, truth, None, rule), key=lambda c: c.error)
+        notes.append(float64_note(frameworks.LABELS[result.framework], len(failed), worst,
+                                  "the dtype's rounding, beyond what the floor samples drew", ""))
+    return notes
 
 
 def _truth(source: str, spec: ResNetSpec, weights: Mapping[str, np.ndarray], x: np.ndarray, device: str) -> dict:

@@ -142,6 +142,18 @@ def check_tensors(names: list[str], got: Mapping[str, np.ndarray], source: Mappi
     return checks
 
 
+def float64_note(label: str, failed: int, worst: TensorCheck, rounding: str, otherwise: str) -> str:
+    """The rounding-or-mistake note of a framework that failed a low-precision check, rerun in float64: ``worst`` is
+    the furthest of the ``failed`` tensors there, checked with the fixed float64 bound. Within it: ``rounding`` (what
+    rounding did), not a port mistake, since a mistake shows in float64 too (unless it lives in the low dtype only,
+    such as a statistic kept in bfloat16); beyond it: a port mistake, or ``otherwise``."""
+    if worst.passed:
+        return (f"{label}: in float64 the {failed} tensors it failed agree with the truth within {worst.limit:g} (worst "
+                f"{worst.error:.1e}): {rounding}, not a port mistake, unless the mistake is in this dtype only")
+    return (f"{label}: in float64 {worst.name} still differs from the truth ({worst.error:.1e} > {worst.limit:g}): a "
+            f"port mistake{otherwise}")
+
+
 def error(a: np.ndarray, b: np.ndarray) -> float:
     """The project's relative error, ``relative_error``; infinite where the shapes differ."""
     return float("inf") if np.shape(a) != np.shape(b) else relative_error(a, b)

@@ -29,7 +29,7 @@ from ..weights import BN_STAT_SUFFIXES, count_parameters
 from .inputs import batch_problem, participants, starting_weights
 from .report import FrameworkResult, ParityReport
 from .floor import FLOOR_SAMPLES, sample
-from .rule import TensorCheck, check_tensors, rule_for
+from .rule import TensorCheck, check_tensors, float64_note, rule_for
 
 
 # The parity checks' default: every term of the SGD update at once. The learning rate keeps five
@@ -260,16 +260,10 @@ def float64_diagnosis(results: Sequence[FrameworkResult], spec: ResNetSpec, weig
                                record_steps=record_steps, device=device)
         worst = max((c for c in check_traces(trace, truth, None, rule, spec, batch, size) if c.name in failed),
                     key=lambda c: c.error)
-        label = frameworks.LABELS[result.framework]
-        if worst.passed:
-            notes.append(f"{label}: in float64 the {len(failed)} tensors it failed agree with the truth within "
-                         f"{rule['tolerance']:g} (worst {worst.error:.1e}): rounding amplified by training (a "
-                         "pre-activation within rounding of a ReLU kink, clipped in one framework only), not a port "
-                         "mistake, unless the mistake is in this dtype only")
-        else:
-            notes.append(f"{label}: in float64 {worst.name} still differs from the truth ({worst.error:.1e} > "
-                         f"{rule['tolerance']:g}): a port mistake, or a trajectory that amplifies even float64's "
-                         "rounding this far")
+        notes.append(float64_note(frameworks.LABELS[result.framework], len(failed), worst,
+                                  "rounding amplified by training (a pre-activation within rounding of a ReLU kink, "
+                                  "clipped in one framework only)",
+                                  ", or a trajectory that amplifies even float64's rounding this far"))
     return notes
 
 
