@@ -165,11 +165,24 @@ def test_training_step_of_every_family_preset(arch, dtype, source):
 # the fields of the others run small above and in test_training_parity.py. Each deeper preset takes a minute or more to
 # trace and compile: slow tests.
 DEFAULT_TRAINING = {"resnet18d", "seed_tf_cifar"}
+# An honest port the float32 rule still fails (issue 18): in seed_torch_cifar (an ImageNet stem at 32x32) Flax's
+# gradients of conv1 and of layer1's first blocks are 1.4e-2 from the truth at seed 0, 11 times the floor of 16 samples
+# (1.2e-3), where PyTorch and Keras are at 4e-6; in float64 Flax agrees with the truth to 2e-14. The errors come in
+# steps (PyTorch and Flax from weights and inputs rounded otherwise: 4e-6, 1.2e-3 or 1.4e-2, nothing between): an
+# element within rounding of a kink (a ReLU, or the stem max-pool's choice) that Flax's rounding flips and no floor
+# sample of PyTorch's does. Samples of weights and inputs do not reach it; see docs/parity_floors.md.
+ROUNDING_FAILS = {"seed_torch_cifar"}
 
 
+def sweep_marks(arch: str) -> list:
+    marks = [] if arch in DEFAULT_TRAINING else [pytest.mark.slow]
+    if arch in ROUNDING_FAILS:
+        marks.append(pytest.mark.xfail(strict=True, reason="a kink Flax's float32 rounding flips and no floor sample "
+                                                           "does (issue 18)"))
+    return marks
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=[] if a in DEFAULT_TRAINING else [pytest.mark.slow])
-                                  for a in list_specs()])
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=sweep_marks(a)) for a in list_specs()])
 def test_a_training_step_of_every_preset(capsys, arch):
     """resnet18d's run ended in KeyError 'conv1.1' (BN sample counts that knew no deep stem): every preset's geometry
     (deep stems, pooled shortcuts, pre-activation, groups, gates) through the whole training check."""

@@ -97,3 +97,89 @@ def test_flax_stock_batchnorm_rounds_its_statistics_in_bfloat16():
     ours, theirs = stem_error(), stem_error({"jax": stock})
     assert ours.name == "stem" and ours.ratio < 1.3
     assert theirs.error > 1.5 * ours.error
+
+
+# --------------------------------------------------------------------------- the precision choices, reverted
+# Each precision choice the project makes on purpose is reverted here, and the rule must then FAIL (issue 18,
+# Deliver 3). The choices matter where a channel's mean is large against its spread: every input value moved by
+# OFFSET (30 standard deviations: what the mean of an unnormalised image, 0-255 pixels fed as they are, is to its
+# spread and more), so the stem's batch statistics carry a mean 30 times their spread. One SGD step of resnet20 at
+# 16x16, batch 4, through train_parity (its floor samples included); the honest ports pass the same step.
+OFFSET = 30.0
+
+
+@pytest.fixture
+def offset_batches(monkeypatch):
+    from shared.parity import training
+
+    drawn = training.random_batches
+    monkeypatch.setattr(training, "random_batches", lambda *a, **k: [(x + OFFSET, y) for x, y in drawn(*a, **k)])
+
+
+def one_step(dtype, targets):
+    from shared.parity import train_parity
+
+    return train_parity("resnet20", 1, targets=["torch", *targets], dtype=dtype, batch=4, size=16)
+
+
+def reverted(monkeypatch, name, change):
+    """``name``'s models built as usual, then ``change``d (the choice reverted)."""
+    backend = frameworks.load_checkpoints(name)
+    build = backend.model_from_weights
+
+    def model_from_weights(spec, weights, dtype="float32"):
+        model = build(spec, weights, dtype)
+        change(model)
+        return model
+
+    monkeypatch.setattr(backend, "model_from_weights", model_from_weights)
+
+
+def times_the_limit(result) -> float:
+    return max(c.error / c.limit for c in result.checks)
+
+
+def test_the_honest_bn_passes_where_a_channel_mean_is_large(offset_batches):
+    for dtype, targets in (("float32", TARGETS), ("bfloat16", ["jax"])):
+        report = one_step(dtype, targets)
+        assert report.passed, format_table(report, per_layer=True)
+
+
+def test_keras_stock_bn_form_fails(offset_batches, monkeypatch):
+    """Keras's own ``x * inv + (beta - mean * inv)`` (tf.nn.batch_normalization) in place of ``(x - mean) * inv + beta``."""
+    import keras
+    from tensorflow_impl import resnet
+
+    monkeypatch.setattr(resnet.BatchNorm, "call", keras.layers.BatchNormalization.call)
+    (keras_result,) = targets_of(one_step("float32", ["tf"]))
+    assert not keras_result.passed, times_the_limit(keras_result)
+
+
+def test_flax_one_pass_batch_variance_fails(offset_batches, monkeypatch):
+    """nnx.BatchNorm's default ``use_fast_variance=True`` (E[x^2] - E[x]^2) in place of the two-pass variance."""
+    from flax import nnx
+
+    def fast(model):
+        for _, module in nnx.iter_graph(model):
+            if isinstance(module, nnx.BatchNorm):
+                module.use_fast_variance = True
+
+    reverted(monkeypatch, "jax", fast)
+    (flax,) = targets_of(one_step("float32", ["jax"]))
+    assert not flax.passed, times_the_limit(flax)
+
+
+def test_bn_statistics_rounded_to_bfloat16_under_mixed_precision_fail(offset_batches, monkeypatch):
+    """nnx.BatchNorm's own mixed precision (statistics, scale and bias cast to bfloat16 before use) in place of BN in
+    float32 as torch.autocast and Keras's mixed policy keep it."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    def stock(model):
+        for _, module in nnx.iter_graph(model):
+            if isinstance(module, nnx.BatchNorm):
+                module.dtype = jnp.bfloat16
+
+    reverted(monkeypatch, "jax", stock)
+    (flax,) = targets_of(one_step("bfloat16", ["jax"]))
+    assert not flax.passed, times_the_limit(flax)

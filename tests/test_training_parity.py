@@ -47,10 +47,10 @@ WARMUP = SGD_NESTEROV.replace(name="warmup", schedule=Schedule("cosine", warmup_
 ADAM_F32 = Recipe("adam", "resnet20", "random", Adam(lr=1e-3, eps=1e-3, weight_decay=1e-2))
 ADAM_F64 = Recipe("adam", "resnet20", "random", Adam(lr=1e-3))  # torch's eps=1e-8
 
-# (arch, dtype, batch, size, recipe, seed)
+# (arch, dtype, batch, size, recipe, seed): seed 0 everywhere, none picked for passing (issue 18's sweep draws others)
 CONFIGS = {
-    "resnet20-f32-sgd": ("resnet20", "float32", 4, 16, SGD_NESTEROV, 1),
-    "resnet20-f32-warmup": ("resnet20", "float32", 4, 16, WARMUP, 1),
+    "resnet20-f32-sgd": ("resnet20", "float32", 4, 16, SGD_NESTEROV, 0),
+    "resnet20-f32-warmup": ("resnet20", "float32", 4, 16, WARMUP, 0),
     "resnet20-f32-adam": ("resnet20", "float32", 4, 16, ADAM_F32, 0),
     "resnet20-f64-sgd": ("resnet20", "float64", 4, 16, SGD_NESTEROV, 0),
     "resnet18-f64-warmup": ("resnet18", "float64", 8, 32, WARMUP, 0),
