@@ -165,6 +165,20 @@ NOTES: dict[str, dict[str, dict[str, str]]] = {
             "pytorch_impl": "`torch.optim.SGD(weight_decay=...)` adds torch's L2 itself.",
             "jax_impl": "`optax.add_decayed_weights` chained before the optimizer adds it.",
         },
+        "_slots": {
+            "jax_impl": "optax names its states' fields (`_OPTAX_SLOTS`): the chain says which slots exist.",
+        },
+        "_OPTAX_SLOTS": {
+            "pytorch_impl": "torch's slot names are the canonical ones (`OPTIMIZER_SLOTS`).",
+            "tensorflow_impl": "Keras keeps each slot as a list of variables (`_slots`), not named fields.",
+        },
+        "_optax_states": {
+            "pytorch_impl": "`optimizer.state[p]` holds each parameter's slots: nothing to search.",
+            "tensorflow_impl": "The optimizer's `momentums`/`_velocities` lists hold the slots: nothing to search.",
+        },
+        "_slot_variables": {
+            "pytorch_impl": "`model.named_parameters()` gives the state_dict keys and `optimizer.state[p]` the slots.",
+        },
         "_update": {
             "pytorch_impl": "Eager: `apply_gradients` sets `.grad` and calls `optimizer.step()`.",
             "tensorflow_impl": "`optimizer.apply_gradients` takes the gradients directly.",

@@ -90,6 +90,12 @@ def predict(model: ResNet, x: np.ndarray, batch_size: int) -> np.ndarray:
         return np.concatenate([as_numpy(model(inputs(model, x[i : i + batch_size]))) for i in range(0, len(x), batch_size)])
 
 
+def _slots(optimizer: Optimizer) -> tuple[str, ...]:
+    if isinstance(optimizer.optimizer, torch.optim.Adam):
+        return OPTIMIZER_SLOTS["adam"]
+    return OPTIMIZER_SLOTS["sgd"] if optimizer.optimizer.defaults["momentum"] else ()
+
+
 def export_optimizer_state(model: ResNet, optimizer: Optimizer) -> dict[str, np.ndarray]:
     """``step`` and torch's own slots per parameter (``momentum_buffer``; Adam's ``exp_avg``, ``exp_avg_sq``), by
     state_dict key; a slot not created yet (before the first step) as the zeros it acts as."""
@@ -118,12 +124,6 @@ def import_optimizer_state(model: ResNet, optimizer: Optimizer, state: Mapping[s
     for group, base, factor in zip(optimizer.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base * factor(step)
     scheduler._last_lr = [group["lr"] for group in optimizer.optimizer.param_groups]
-
-
-def _slots(optimizer: Optimizer) -> tuple[str, ...]:
-    if isinstance(optimizer.optimizer, torch.optim.Adam):
-        return OPTIMIZER_SLOTS["adam"]
-    return OPTIMIZER_SLOTS["sgd"] if optimizer.optimizer.defaults["momentum"] else ()
 
 
 def save_training_state(directory: str, model: ResNet, optimizer: Optimizer) -> None:
