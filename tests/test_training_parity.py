@@ -10,8 +10,8 @@ Configurations, and why:
   pre-activation lands within rounding distance of a ReLU kink and is clipped in one framework only;
   that element's gradient then differs outright and BN's backward spreads it. A fixed threshold
   fails such a run. These checks take one reference run as the floor (``compare`` adds the floor
-  samples of ``floor_runs``), which the float32 training k of 8 covers here: seeds 0-3 of the SGD
-  configuration pass in all six directions at 0.41 of the limit at most (0.30 with the samples).
+  samples of ``floor_runs``) and bind at step 1; after it, as in ``train_parity``, each framework's own
+  trajectory is shown, and every later step is judged alone from the float64 truth's state (slow test).
 - ResNet-18 is checked in float64, at 32x32 batch 8 (and in float32 by the compare command's test).
 - Adam in float32 uses eps=1e-3: its update g / (|g| + eps) turns a gradient rounding error d into
   lr * d / eps where g ~ 0, so at torch's eps=1e-8 single elements of a float32 step differ by up to
@@ -29,6 +29,7 @@ import pytest
 import torch
 
 from shared import frameworks
+from shared.cli.report import format_table
 from shared.recipe import SGD, Adam, Recipe, Schedule, bn_sample_counts, convert_running_var, learning_rates
 from shared.spec import get_spec
 from shared.parity import TOLERANCE, Bound, rule_for, train_parity
@@ -136,10 +137,24 @@ def test_same_training_step(runs, config, name, reference):
     run = runs(config)
     worst = run.check(run.trace(name), reference)
     assert set(worst) == FACTS
-    assert not beyond(worst), f"{config}: {name} against {reference}: {beyond(worst)}"
+    # float32: as train_parity judges it, the facts after step 1 of each framework's own trajectory do not bind (a kink
+    # flipped in step 2 or later is amplified chaotically); each later step is judged alone, from the truth's state
+    # (test_five_float32_steps_judged_one_at_a_time)
+    binding = FACTS if run.dtype == "float64" else {f for f in FACTS if not f.endswith(f"@{STEPS}")}
+    assert not beyond(worst, *binding), f"{config}: {name} against {reference}: {beyond(worst, *binding)}"
     # the steps moved the weights far beyond any bound: comparing an untrained model would not pass
     after = run.trace(reference).params[STEPS]
     assert max(relative_error(after[k], run.weights[k]) for k in after) > 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", [c for c in CONFIGS if CONFIGS[c][1] == "float32"])
+def test_five_float32_steps_judged_one_at_a_time(config):
+    """The float32 configurations through train_parity, steps 2-5 each from the float64 truth's state: seed 0 of the
+    warm-up configuration put Flax's own trajectory at params@5 200 times the one-run floor (a kink flipped)."""
+    arch, dtype, batch, size, recipe, seed = CONFIGS[config]
+    report = train_parity(arch, STEPS, recipe=recipe, dtype=dtype, batch=batch, size=size, seed=seed)
+    assert report.passed, format_table(report)
 
 
 def test_every_parameter_has_a_gradient(runs):
