@@ -50,7 +50,7 @@ def compare(
     random weights, every tensor randomised (BN statistics included). ``inputs``: an NHWC array or .npy
     file; default: a random batch of ``batch`` images of side ``size``. ``tolerance``: a fixed bound on
     the pairwise error instead of the float64-floor rule. ``k``: the floor rule's margin in place of the table's
-(``shared.parity.rule.rule_for``; not with ``tolerance``). ``models``: framework -> factory(spec, weights,
+    (``shared.parity.rule.rule_for``; not with ``tolerance``). ``models``: framework -> factory(spec, weights,
     dtype) returning a model that holds the ported weights, in place of the framework's own
     ``model_from_weights`` (tests inject deliberate mistakes this way).
     """
