@@ -111,7 +111,8 @@ def test_training_steps_pass_and_report(capsys):
     assert report["extra"]["checkpoints"] == [1, 2]
     assert {c["name"].split(" ")[0] for c in report["results"][1]["checks"]} == {
         "logits@1", "gradient", "params@1", "running_mean@1", "running_var@1", "params@2", "running_mean@2",
-        "running_var@2"}
+        "running_var@2", "alone@2"}  # step 2 also taken alone, from the float64 truth's state
+    assert report["extra"]["steps_alone"] is True
 
 
 def test_assert_parity_for_users_own_pytest():
