@@ -482,8 +482,8 @@ def test_weights_that_are_not_a_resnet_are_named_as_such():
 
 def test_extra_keys_match_no_preset_and_the_closest_are_named():
     weights = {k: np.broadcast_to(np.float32(0), s) for k, s in canonical_shapes(get_spec("resnet34")).items()}
-    weights["layer1.0.se.fc1.weight"] = np.zeros((4, 64))
-    with pytest.raises(ArchitectureError, match=r"match no preset: 0 missing, 1 unexpected.*layer1.0.se.fc1.weight.*"
+    weights["layer1.0.extra.fc1.weight"] = np.zeros((4, 64))  # a block part no preset has
+    with pytest.raises(ArchitectureError, match=r"match no preset: 0 missing, 1 unexpected.*layer1.0.extra.fc1.weight.*"
                                                  r"closest presets: resnet34 \(no field differs\); resnet18 \(layers"):
         infer(weights)
 
