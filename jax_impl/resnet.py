@@ -274,7 +274,8 @@ class ResNet(nnx.Module):
         """The constructor's initialisation (torchvision's), drawn on the host from ``seed``.
 
         Drawn with JAX op by op, as the constructor draws, each new kernel shape compiles its own XLA program:
-        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model (README, "Start-up").
+        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model
+        (docs/speed.md, "Start-up").
         """
         rng = np.random.default_rng(seed)
 

@@ -1,6 +1,6 @@
 """``resnet-parity bench``: the report's shape on a tiny run, and bad input as one line with exit code 2.
 
-Speed itself is measured by the command (README "Speed"), never asserted here.
+Speed itself is measured by the command (docs/speed.md), never asserted here.
 """
 
 from __future__ import annotations
