@@ -12,7 +12,10 @@ and ``torch.save``s its state_dict, as its users do. The library's float64 run o
   ``strict=True``; printed: that model's logits against our framework's, and whether they are bit for bit the
   library's own logits from before.
 
-    PYTHONPATH=.:tests python benchmarks/family_parity.py [--size 80] [--models NAME ...]
+``--counts``: instead, each preset's parameters and BN running statistics (``count_parameters``) next to those of
+the library's own model (built on the meta device: shapes only).
+
+    PYTHONPATH=.:tests python benchmarks/family_parity.py [--size 80] [--models NAME ...] [--counts]
 
 80 px: odd maps (5 -> 3) in the last stage, where ResNet-D's ceil-mode average pool decides.
 """
@@ -32,7 +35,7 @@ from pytorch_impl.references import install_torchvision_shim
 from shared import checkpoint, frameworks
 from shared.parity import check_tensors, rule_for
 from shared.spec import get_spec
-from shared.weights import relative_error
+from shared.weights import count_parameters, relative_error
 
 from library_models import randomized
 
@@ -113,12 +116,30 @@ def measure(name: str, folder: Path, x: np.ndarray) -> list[dict]:
     return rows
 
 
+def counts(names: list[str]) -> None:
+    import torch
+
+    print("| preset | library | parameters: ours | library's | BN statistics: ours | library's |")
+    print("|---" * 6 + "|")
+    for name in names:
+        with torch.device("meta"):
+            model = library_model(name)
+        stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+        params, our_stats = count_parameters(get_spec(name))
+        print(f"| {name} | {MODELS[name]} | {params:,} | {sum(p.numel() for p in model.parameters()):,} "
+              f"| {our_stats:,} | {stats:,} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=80, help="input height and width (batch 2)")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), metavar="NAME")
+    parser.add_argument("--counts", action="store_true", help="print the parameter counts only")
     args = parser.parse_args()
     install_torchvision_shim()
+    if args.counts:
+        counts(args.models)
+        return 0
     x = np.random.default_rng(0).standard_normal((2, args.size, args.size, 3)).astype(np.float32)
     rows = []
     with frameworks.quiet_native_stderr():
