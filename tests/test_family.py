@@ -1,6 +1,6 @@
 """The wider family's own pieces: Keras's grouped convolution wherever a user runs it (eager, tf.function, XLA, a
-.keras file), grouped and gated weights through every native format, and deliberate mistakes in the grouped conv and the
-SE/ECA gates that the parity check must catch.
+.keras file), grouped and gated weights through every native format (every preset at full size, ONNX too, with
+-m slow), and deliberate mistakes in the grouped conv and the SE/ECA gates that the parity check must catch.
 
 Numbers come from outside the code under test: PyTorch's grouped ``F.conv2d`` in float64 is the truth for the Keras
 layer (float32: the rule of ``shared.parity``, with PyTorch's float32 error as the floor).
