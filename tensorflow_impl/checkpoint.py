@@ -35,7 +35,8 @@ from .weights import PARAMS, export_weights
 
 # The position of each canonical parameter among a Keras layer's saved variables.
 KERAS_ORDER = {
-    "conv": ("weight", "bias"), "bn": ("weight", "bias", "running_mean", "running_var"), "linear": ("weight", "bias"),
+    "conv": ("weight", "bias"), "conv1d": ("weight",), "bn": ("weight", "bias", "running_mean", "running_var"),
+    "linear": ("weight", "bias"),
 }
 # Preset -> keras.applications constructor.
 KERAS_APPLICATIONS = {

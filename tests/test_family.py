@@ -1,6 +1,6 @@
 """The wider family's own pieces: Keras's grouped convolution wherever a user runs it (eager, tf.function, XLA, a
-.keras file), grouped weights through every native format, and deliberate mistakes in the grouped conv and the
-SE/ECA gates that the parity check must catch.
+.keras file), grouped and gated weights through every native format (every preset at full size, ONNX too, with
+-m slow), and deliberate mistakes in the grouped conv and the SE/ECA gates that the parity check must catch.
 
 Numbers come from outside the code under test: PyTorch's grouped ``F.conv2d`` in float64 is the truth for the Keras
 layer (float32: the rule of ``shared.parity``, with PyTorch's float32 error as the floor).
@@ -8,14 +8,17 @@ layer (float32: the rule of ``shared.parity``, with PyTorch's float32 error as t
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from shared import checkpoint, frameworks
+from shared.convert import convert
 from shared.parity import check_tensors, compare, rule_for
-from shared.spec import get_spec
+from shared.spec import PRESETS, get_spec
 from shared.weights import OIHW_TO_HWIO, from_canonical, randomize
 
 tf_impl = frameworks.load("tf")
@@ -25,6 +28,7 @@ import tensorflow as tf  # noqa: E402  (after tensorflow_impl has quietened Tens
 from tensorflow_impl.resnet import Conv2d  # noqa: E402
 
 SMALL = dict(layers=(1, 1), widths=(16, 32), strides=(1, 2), stem_width=16, num_classes=10)
+RESNEXT = get_spec("resnext50_32x4d", **SMALL, groups=4, width_per_group=16)
 SERESNEXT = get_spec("seresnext50_32x4d", **SMALL, groups=4, width_per_group=16)
 ECARESNET_D = get_spec("ecaresnet50d", **SMALL, stem_widths=(16, 16))
 GROUPS, STRIDE = 4, 2
@@ -92,17 +96,16 @@ def test_keras_model_with_grouped_convs_in_eager_tf_function_and_xla():
 
 # ----------------------------------------------------------------------------- files
 
-RESNEXT = get_spec("resnext50_32x4d", **SMALL, groups=4, width_per_group=16)
 
-
+@pytest.mark.parametrize("spec", [RESNEXT, SERESNEXT, ECARESNET_D], ids=["resnext", "seresnext", "ecaresnet-d"])
 @pytest.mark.parametrize("name", ["w.pt", "w.safetensors", "w.keras", "w.weights.h5", "w_orbax", "w.msgpack"])
-def test_grouped_weights_round_trip_through_every_native_format(tmp_path, name):
-    """A grouped conv's weights, written and read back bit for bit (the formats with no record read with the spec:
-    no weight shape tells v1.5's stride placement from v1's, and a custom network is no preset)."""
-    weights = randomize(RESNEXT, seed=7)
-    checkpoint.save(tmp_path / name, weights, RESNEXT)
-    source = checkpoint.Source.open(tmp_path / name).read(RESNEXT)
-    assert source.spec == RESNEXT
+def test_family_weights_round_trip_through_every_native_format(tmp_path, name, spec):
+    """Grouped convs', SE's and ECA's weights, written and read back bit for bit (the formats with no record read with
+    the spec: no weight shape tells v1.5's stride placement from v1's, and a custom network is no preset)."""
+    weights = randomize(spec, seed=7)
+    checkpoint.save(tmp_path / name, weights, spec)
+    source = checkpoint.Source.open(tmp_path / name).read(spec)
+    assert source.spec == spec
     for key, value in weights.items():
         assert source.weights[key].dtype == value.dtype and np.array_equal(source.weights[key], value), key
 
@@ -161,3 +164,27 @@ def test_grouped_and_gated_mistakes_are_caught(spec, mistake):
         assert right.passed, right.table()
         report = compare(spec, dtype=dtype, size=32, seed=3, models={"tf": wrong("tf"), "jax": wrong("jax")})
         assert not any(r.passed for r in report.results if not r.reference), report.table()
+
+
+# ----------------------------------------------------------------------------- every preset at full size
+
+FAMILY = [name for name, s in PRESETS.items() if (s.groups, s.width_per_group, s.attention) != (1, 64, "none")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY)
+def test_every_family_preset_round_trips_through_every_format(tmp_path, name):
+    """Each preset at full size, bit for bit through the six native formats, its architecture recorded or inferred
+    from the weights; and as ONNX, which convert verifies in onnxruntime. (timm's format: test_libraries.py.)"""
+    spec = get_spec(name)
+    weights = randomize(spec, seed=7)
+    for file in ("w.pt", "w.safetensors", "w.keras", "w.weights.h5", "w_orbax", "w.msgpack"):
+        checkpoint.save(tmp_path / file, weights, spec)
+        source = checkpoint.Source.open(tmp_path / file).read()
+        assert source.spec == spec, (file, source.notes)
+        for key, value in weights.items():
+            assert source.weights[key].dtype == value.dtype and np.array_equal(source.weights[key], value), (file, key)
+        shutil.rmtree(tmp_path / file) if (tmp_path / file).is_dir() else (tmp_path / file).unlink()
+    checkpoint.save(tmp_path / "w.safetensors", weights, spec)
+    report = convert(tmp_path / "w.safetensors", tmp_path / "w.onnx")
+    assert report["verification"]["passed"] and report["verification"]["frameworks"] == ["torch", "onnxruntime"], report
