@@ -49,6 +49,8 @@ class Format:
     keeps_preprocessing: bool = False
     # what its library documents for an ImageNet ResNet in a file that records no preprocessing
     documented_preprocessing: Preprocessing | None = None
+    # it can hold a headless backbone (num_classes=0); the formats whose models always have a classifier cannot
+    headless: bool = True
 
 
 FORMATS: dict[str, Format] = {
@@ -62,21 +64,21 @@ FORMATS: dict[str, Format] = {
         Format("keras", "Keras 3 model", (".keras",), framework="tf"),
         Format("keras-weights", "Keras 3 weights", (".weights.h5",), framework="tf"),
         # keras.applications builds float32 models
-        Format("keras-app", "keras.applications Keras 3 weights", framework="tf", dtypes=("float32",)),
+        Format("keras-app", "keras.applications Keras 3 weights", framework="tf", dtypes=("float32",), headless=False),
         # Keras 2 never had bfloat16, and its loaders do not know Keras 3's bfloat16 marker
         Format("keras-h5", "Keras 2 HDF5 weights (keras.applications)", (".h5",), framework="tf",
-               dtypes=("float16", "float32", "float64")),
+               dtypes=("float16", "float32", "float64"), headless=False),
         Format("orbax", "Orbax checkpoint of the Flax NNX state", framework="jax", layout="directory"),
         Format("msgpack", "Flax msgpack of the NNX state", (".msgpack",), framework="jax"),
         # other libraries' checkpoints
         Format("hf", "Hugging Face transformers ResNet (save_pretrained directory)", module="shared.libraries.hf",
-               layout="either", naming="hf", recognised=True, keeps_preprocessing=True),
+               layout="either", naming="hf", recognised=True, keeps_preprocessing=True, headless=False),
         Format("timm", "timm ResNet state_dict (or save_for_hf directory)", module="shared.libraries.timm",
                layout="either", recognised=True, keeps_preprocessing=True, documented_preprocessing=TIMM_RESNET),
         Format("keras-hub", "keras-hub ResNet preset (save_to_preset directory)", module="shared.libraries.keras_hub",
-               layout="either", recognised=True, keeps_preprocessing=True),
+               layout="either", recognised=True, keeps_preprocessing=True, headless=False),
         Format("flax-linen", "Flax ImageNet example variables (linen)", framework="jax", layout="either",
-               documented_preprocessing=FLAX_EXAMPLE),
+               documented_preprocessing=FLAX_EXAMPLE, headless=False),
         # the exporter folds BN into the convs: nothing to read back
         Format("onnx", f"ONNX graph (opset {ONNX_OPSET})", (".onnx",), framework="torch", readable=False,
                dtypes=("float32",)),
