@@ -258,9 +258,7 @@ def _from_keras_applications(variables: Mapping[str, np.ndarray], path: Path, fm
     try:
         spec = keras_applications_spec(variables)
     except ValueError:
-        top = "" if "predictions/kernel" in variables else \
-            " (include_top=False files lack the classifier, so they are not a whole ResNet)"
-        raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset{top}") from None
+        raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset") from None
     weights = {key: to_canonical(np.asarray(variables[name]), perm) for key, (name, perm) in variable_table(spec).items()}
     return Checkpoint(weights, spec, FORMATS[fmt], preprocessing=keras_applications(spec))
 
@@ -296,8 +294,10 @@ def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
     labels = dict(name=spec.name, source=spec.source, image_size=spec.image_size)
     for name, constructor in KERAS_APPLICATIONS.items():
         if PRESETS[name].replace(num_classes=spec.num_classes, in_channels=spec.in_channels, **labels) == spec:
+            # a headless backbone is include_top=False with the average pool, as our models end
             return getattr(keras.applications, constructor)(
-                weights=None, classes=spec.num_classes, input_shape=(spec.image_size, spec.image_size, spec.in_channels),
+                weights=None, include_top=not spec.headless, pooling="avg" if spec.headless else None,
+                classes=spec.num_classes or 1000, input_shape=(spec.image_size, spec.image_size, spec.in_channels),
             )
     raise CheckpointError(f"keras.applications has no model for {spec.name}; it has {', '.join(KERAS_APPLICATIONS)}")
 

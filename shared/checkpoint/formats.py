@@ -64,10 +64,10 @@ FORMATS: dict[str, Format] = {
         Format("keras", "Keras 3 model", (".keras",), framework="tf"),
         Format("keras-weights", "Keras 3 weights", (".weights.h5",), framework="tf"),
         # keras.applications builds float32 models
-        Format("keras-app", "keras.applications Keras 3 weights", framework="tf", dtypes=("float32",), headless=False),
+        Format("keras-app", "keras.applications Keras 3 weights", framework="tf", dtypes=("float32",)),
         # Keras 2 never had bfloat16, and its loaders do not know Keras 3's bfloat16 marker
         Format("keras-h5", "Keras 2 HDF5 weights (keras.applications)", (".h5",), framework="tf",
-               dtypes=("float16", "float32", "float64"), headless=False),
+               dtypes=("float16", "float32", "float64")),
         Format("orbax", "Orbax checkpoint of the Flax NNX state", framework="jax", layout="directory"),
         Format("msgpack", "Flax msgpack of the NNX state", (".msgpack",), framework="jax"),
         # other libraries' checkpoints
