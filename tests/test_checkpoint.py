@@ -307,12 +307,16 @@ def test_keras_applications_v2_names_are_told_from_v1(impls, tmp_path):
     assert_identical(weights_back, weights, spec)
 
 
-def test_notop_keras_applications_file_is_refused_with_a_reason(impls, tmp_path):
+def test_notop_keras_applications_file_is_a_headless_backbone(impls, tmp_path):
+    """include_top=False: keras.applications' backbone, read as num_classes=0 (the round trip and its features:
+    tests/test_keras_applications.py, -m slow)."""
     import keras
 
-    keras.applications.ResNet50(weights=None, include_top=False).save_weights(tmp_path / "notop.weights.h5")
-    with pytest.raises(CheckpointError, match="include_top=False"):
-        checkpoint.load(tmp_path / "notop.weights.h5")
+    model = keras.applications.ResNet50(weights=None, include_top=False)
+    model.save_weights(tmp_path / "notop.weights.h5")
+    weights, spec = checkpoint.load(tmp_path / "notop.weights.h5")
+    assert spec == get_spec("keras_resnet50", num_classes=0) and not any(k.startswith("fc.") for k in weights)
+    assert_identical(weights, impls["tf"].from_keras_applications(model, spec), spec)
 
 
 # ----------------------------------------------------------------------------- the Python API of each implementation
