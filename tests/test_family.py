@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from shared import checkpoint, frameworks
 from shared.convert import convert
-from shared.parity import check_tensors, compare, rule_for
+from shared.parity import FIXED_FLOAT32, check_tensors, compare, rule_for
 from shared.spec import PRESETS, get_spec
-from shared.weights import OIHW_TO_HWIO, from_canonical, randomize
+from shared.weights import OIHW_TO_HWIO, from_canonical, randomize, relative_error
 
 tf_impl = frameworks.load("tf")
 
@@ -111,7 +111,8 @@ def test_family_weights_round_trip_through_every_native_format(tmp_path, name, s
 
 
 def test_a_keras_file_of_grouped_convs_loads_with_keras(tmp_path):
-    """keras.saving.load_model rebuilds our Conv2d, one conv per group, from the .keras file we write."""
+    """keras.saving.load_model rebuilds Keras's own grouped Conv2D from the .keras file we write, and it computes what
+    ours does (one conv per group) to float32 rounding."""
     import keras
 
     weights = randomize(RESNEXT, seed=7)
@@ -120,8 +121,9 @@ def test_a_keras_file_of_grouped_convs_loads_with_keras(tmp_path):
     ours = tf_impl.build_model(RESNEXT)
     tf_impl.import_weights(ours, weights)
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
-    assert isinstance(loaded.layer1[0].conv2, Conv2d) and loaded.layer1[0].conv2.groups == 4
-    assert np.array_equal(loaded(x).numpy(), ours(x).numpy())
+    conv2 = loaded.get_layer("layer1.0.conv2")
+    assert type(conv2) is keras.layers.Conv2D and conv2.groups == 4
+    assert relative_error(loaded(x).numpy(), ours(x).numpy()) <= FIXED_FLOAT32
 
 
 # ----------------------------------------------------------------------------- deliberate mistakes
