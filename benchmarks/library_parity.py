@@ -13,6 +13,7 @@ Seed 001's network is read only. The libraries' model code comes from the tests 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 

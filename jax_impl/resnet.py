@@ -265,16 +265,18 @@ class ResNet(nnx.Module):
         bound = linear_bound(spec.final_width)
         fc_init = nnx.initializers.uniform(2 * bound)
         shifted = lambda key, shape, dtype: fc_init(key, shape, dtype) - bound  # noqa: E731  U(-b, b)
+        # num_classes=0: a headless backbone, whose output is the pooled features (timm's reset_classifier(0))
         self.fc = nnx.Linear(
             spec.final_width, spec.num_classes, kernel_init=shifted, bias_init=shifted,
             **policy._asdict(), rngs=rngs,
-        )
+        ) if spec.num_classes else Identity()
 
     def reset_parameters(self, seed: int) -> None:
         """The constructor's initialisation (torchvision's), drawn on the host from ``seed``.
 
         Drawn with JAX op by op, as the constructor draws, each new kernel shape compiles its own XLA program:
-        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model (README, "Start-up").
+        a first resnet50 takes 6.5 s that way and 1.0 s this way, on an ``nnx.eval_shape`` model
+        (docs/speed.md, "Start-up").
         """
         rng = np.random.default_rng(seed)
 
@@ -291,12 +293,14 @@ class ResNet(nnx.Module):
             elif isinstance(module, BatchNorm):
                 for variable, value in ((module.scale, 1), (module.bias, 0), (module.mean, 0), (module.var, 1)):
                     put(variable, np.full(variable.shape, value))
-        bound = linear_bound(self.spec.final_width)
-        for variable in (self.fc.kernel, self.fc.bias):
-            put(variable, rng.uniform(-bound, bound, variable.shape))
+        if isinstance(self.fc, nnx.Linear):
+            bound = linear_bound(self.spec.final_width)
+            for variable in (self.fc.kernel, self.fc.bias):
+                put(variable, rng.uniform(-bound, bound, variable.shape))
 
     def forward_features(self, x: jax.Array) -> dict[str, jax.Array]:
-        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits
+        ('fc'; a headless model's pooled features again, as timm's num_classes=0 returns them)."""
         feats = {}
         x = self.conv1(x)
         if not self.spec.preact:

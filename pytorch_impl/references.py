@@ -1,7 +1,7 @@
 """PyTorch's reference models for ``resnet-parity bench`` (optional: bench times ours alone without this module):
-torchvision's ResNets, and for the CIFAR presets the ResNet of akamaster/pytorch_resnet_cifar10 (the usual
-PyTorch ResNet-20: torchvision's style, a 3x3 stem, option-A shortcuts through a lambda that subsamples and
-zero-pads channels). Both run through ``pytorch_impl.bench.step``, as ours does.
+torchvision's ResNets, ResNeXts and Wide ResNets, and for the CIFAR presets the ResNet of
+akamaster/pytorch_resnet_cifar10 (the usual PyTorch ResNet-20: torchvision's style, a 3x3 stem, option-A shortcuts
+through a lambda that subsamples and zero-pads channels). Both run through ``pytorch_impl.bench.step``, as ours does.
 
 The registry's torchvision wheels are CUDA builds, whose C++ ops fail to load on the CPU torch; torchvision then
 skips its ops, but its ``_meta_registrations.py`` still registers fakes for ``torchvision::nms`` (and ``qnms``),
@@ -26,7 +26,8 @@ from shared.spec import ResNetSpec
 
 from .bench import step
 
-TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TORCHVISION = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+               "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
 CIFAR = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202")
 
 _LIBRARY = None  # keep a reference: a collected torch.library.Library removes its definitions

@@ -219,11 +219,12 @@ class ResNet(nn.Module):
         if spec.preact:
             self.post_bn = norm(spec, plan.post_norm)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(spec.final_width, spec.num_classes)
+        # num_classes=0: a headless backbone, whose output is the pooled features (timm's reset_classifier(0))
+        self.fc = nn.Linear(spec.final_width, spec.num_classes) if spec.num_classes else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.fc.weight.is_meta:
+        if next(self.parameters()).is_meta:
             # a model for a checkpoint to fill (checkpoint.empty_model): nothing to draw, and the meta device's
             # normal_ would import its Python kernels on first use (1 s)
             return
@@ -236,12 +237,14 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        bound = 1 / math.sqrt(self.spec.final_width)
-        nn.init.uniform_(self.fc.weight, -bound, bound)
-        nn.init.uniform_(self.fc.bias, -bound, bound)
+        if isinstance(self.fc, nn.Linear):
+            bound = 1 / math.sqrt(self.spec.final_width)
+            nn.init.uniform_(self.fc.weight, -bound, bound)
+            nn.init.uniform_(self.fc.bias, -bound, bound)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits
+        ('fc'; a headless model's pooled features again, as timm's num_classes=0 returns them)."""
         feats = {}
         mixed = torch.autocast(x.device.type, self.compute_dtype) if self.compute_dtype else contextlib.nullcontext()
         with mixed:

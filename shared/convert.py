@@ -44,7 +44,8 @@ def verifier(fmt: Format) -> str:
 
 
 def logits(framework: str, weights: dict[str, np.ndarray], spec: ResNetSpec, x: np.ndarray) -> np.ndarray:
-    """The logits of ``x`` from a float32 model of ``framework`` holding ``weights``."""
+    """The logits of ``x`` from a float32 model of ``framework`` holding ``weights`` (a headless backbone's: its pooled
+    features)."""
     model = frameworks.load_checkpoints(framework).model_from_weights(spec, as_float32(weights, spec))
     return frameworks.load(framework).features(model, x)["fc"]
 
@@ -92,7 +93,8 @@ def verify(source: Source, written: Source, spec: ResNetSpec, pair: tuple[str, s
     error = output_error(output, logits(pair[0], weights, spec, x))
     tol = FIXED_FLOAT32
     return {
-        "frameworks": list(pair), "input_shape_nhwc": list(x.shape), "relative_error": error, "tolerance": tol,
+        "frameworks": list(pair), "input_shape_nhwc": list(x.shape),
+        "output": "pooled features" if spec.headless else "logits", "relative_error": error, "tolerance": tol,
         "weights_identical": same, "passed": bool(error <= tol),
     }
 

@@ -1,8 +1,8 @@
 """Architecture inference: the preset (and overrides) that canonical weights belong to, from keys and shapes alone.
 
-The weights show the block kind, blocks per stage, widths, groups, stem, input channels, classes and
-which layers exist (BN, conv biases, projection shortcuts and where they are, SE or ECA gates). The
-relations between them are the spec's (``EXPANSION``, ``bottleneck_width``), and the result is checked
+The weights show the block kind, blocks per stage, widths, groups, stem, input channels, classes (no fc: a headless
+backbone, num_classes=0) and which layers exist (BN, conv biases, projection shortcuts and where they are, SE or ECA
+gates). The relations between them are the spec's (``EXPANSION``, ``bottleneck_width``), and the result is checked
 against the shapes ``shared.spec`` derives. They never show
 strides, stride placement (v1 on the 1x1 vs v1.5 on the 3x3), padding or BN epsilon: those come
 from the closest preset, and ``Inference.notes()`` says which values were taken.
@@ -60,7 +60,8 @@ def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
     deep = "conv1.weight" not in weights and "conv1.0.weight" in weights
     stem_convs = sorted((k for k in keys if re.fullmatch(r"conv1\.\d+\.weight", k) and np.ndim(weights[k]) == 4),
                         key=lambda k: int(k.split(".")[1])) if deep else ["conv1.weight"]
-    for key, ndim in ((stem_convs[0], 4), ("fc.weight", 2)):
+    # no fc: a headless backbone, read as a feature extractor (num_classes=0)
+    for key, ndim in ((stem_convs[0], 4), *((("fc.weight", 2),) if "fc.weight" in weights else ())):
         if key not in weights or np.ndim(weights[key]) != ndim:
             start = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
             raise ArchitectureError(f"not a ResNet state: no {ndim}-d {key} (keys: {start or 'none'})")
@@ -106,7 +107,7 @@ def observe(weights: Mapping[str, np.ndarray]) -> dict[str, object]:
         "shortcut": "avgpool_projection" if pooled else "projection" if projections else "parameter-free",
         # a projection that keeps the channels sits where a stage starts (keras-hub's basic ResNet-vd)
         "shortcut_at": "stage_start" if any(shape[0] == shape[1] for shape in projections) else "channel_change",
-        "num_classes": np.shape(weights["fc.weight"])[0],
+        "num_classes": np.shape(weights["fc.weight"])[0] if "fc.weight" in weights else 0,
     }
     if projections and batch_norm:
         observed["shortcut_bn"] = any(k.endswith(f".downsample.{2 if pooled else 1}.weight") for k in keys)

@@ -93,7 +93,9 @@ class ResNetSpec:
       ReLU that is the same, in V2 (no ReLU before the pool) it is not.
     - ``bn_eps``: BN's epsilon (PyTorch's 1e-5 default; Keras applications uses 1.001e-5).
     - ``bn_momentum`` follows PyTorch: the weight of the *new* batch (Keras/Flax use 1 - it).
-    - ``in_channels``, ``num_classes``: the input's channels and the classifier's outputs.
+    - ``in_channels``, ``num_classes``: the input's channels and the classifier's outputs; ``num_classes=0`` is a
+      headless backbone (detection and segmentation backbones, self-supervised encoders), as timm's
+      ``num_classes=0``: no classifier, the network's output is the pooled features.
     - ``image_size``: the input side the preset was made for (a default for tests and commands;
       every preset takes other sizes).
     - ``source``: where the preset comes from, for people.
@@ -150,7 +152,9 @@ class ResNetSpec:
             raise SpecError(f"{self.name}: pool_zero_pad is Keras applications' symmetric pad; padding='tf_same' pads with -inf")
         if (self.stem == "deep") != bool(self.stem_widths):
             raise SpecError(f"{self.name}: stem_widths are for stem='deep' and it needs them, got {self.stem_widths}")
-        for field in ("in_channels", "num_classes", "stem_width", "image_size", "groups", "width_per_group", "se_rd_divisor"):
+        if not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise SpecError(f"{self.name}: num_classes must be >= 0 (0: a headless backbone), got {self.num_classes!r}")
+        for field in ("in_channels", "stem_width", "image_size", "groups", "width_per_group", "se_rd_divisor"):
             if not isinstance(getattr(self, field), int) or getattr(self, field) < 1:
                 raise SpecError(f"{self.name}: {field} must be >= 1, got {getattr(self, field)!r}")
         if not 0 < self.bn_eps < 1 or not 0 < self.bn_momentum < 1:
@@ -184,6 +188,11 @@ class ResNetSpec:
     @property
     def final_width(self) -> int:
         return self.stage_widths[-1]
+
+    @property
+    def headless(self) -> bool:
+        """No classifier (``num_classes=0``): a feature extractor whose output is the pooled features."""
+        return self.num_classes == 0
 
     def plan(self) -> NetworkPlan:
         """The network as the models build it: every conv, BN, gate and the classifier, with canonical paths."""
@@ -271,7 +280,7 @@ class NetworkPlan:
     stem: StemPlan
     blocks: tuple[BlockPlan, ...]
     post_norm: Norm | None  # pre-activation's BN after the last stage
-    fc: Linear
+    fc: Linear | None  # None: a headless backbone (num_classes=0)
     batch_norm: bool  # False: no BN at any of the norms' places
     preact: bool  # each block's BN before its conv
 
@@ -289,7 +298,7 @@ class NetworkPlan:
             out += list(b.attention.convs) if b.attention else []
             out += [m for m in (b.projection, b.projection_norm) if m]
         out += [self.post_norm] if self.post_norm and bn else []
-        return [*out, self.fc]
+        return [*out, self.fc] if self.fc else out
 
     def norms(self) -> list[Norm]:
         """Every BatchNorm, in forward order."""
@@ -371,8 +380,8 @@ def _plan(spec: ResNetSpec) -> NetworkPlan:
                                                                                            out_ch, s, reduction)))
             in_ch, reduction = out_ch, reduction * s
     post_norm = Norm("post_bn", spec.final_width, reduction) if spec.preact else None
-    return NetworkPlan(stem, tuple(blocks), post_norm, Linear("fc", spec.final_width, spec.num_classes), spec.batch_norm,
-                       spec.preact)
+    fc = Linear("fc", spec.final_width, spec.num_classes) if spec.num_classes else None
+    return NetworkPlan(stem, tuple(blocks), post_norm, fc, spec.batch_norm, spec.preact)
 
 
 def _attention(spec: ResNetSpec, path: str, channels: int) -> Attention | None:

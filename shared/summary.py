@@ -11,7 +11,8 @@ from .spec import get_spec
 
 
 def summary(arch: str, framework: str, *, size: int | None = None, batch: int = 1, **overrides) -> list[tuple[str, tuple[int, ...]]]:
-    """(layer, output shape in the framework's own layout) for the stem, each stage, the pooling, flatten and fc."""
+    """(layer, output shape in the framework's own layout) for the stem, each stage, the pooling, flatten and fc
+    (no fc in a headless backbone, num_classes=0)."""
     spec = get_spec(arch, **{k: v for k, v in overrides.items() if v is not None})
     size = spec.image_size if size is None else size
     if problem := batch_problem(spec, batch, size):
@@ -20,7 +21,7 @@ def summary(arch: str, framework: str, *, size: int | None = None, batch: int = 
     feats = impl.features(impl.build_model(spec), np.zeros((batch, size, size, spec.in_channels), np.float32))
     last = {plan.stage: plan.prefix for plan in spec.blocks()}  # a stage's output is its last block's
     rows = [("stem", feats["stem"]), *((f"layer{s}", feats[p]) for s, p in last.items())]
-    rows += [(k, feats[k]) for k in ("avgpool", "flatten", "fc")]
+    rows += [(k, feats[k]) for k in ("avgpool", "flatten", *([] if spec.headless else ["fc"]))]
 
     def native(shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0], shape[3], shape[1], shape[2]) if impl.LAYOUT == "NCHW" and len(shape) == 4 else shape

@@ -1,5 +1,6 @@
-"""Keras checkpoint files <-> canonical weights: .keras, .weights.h5 (this ResNet's or a keras.applications
-model's) and the Keras 2 .h5 files keras.applications downloads; models from files.
+"""Keras checkpoint files <-> canonical weights: .keras (a functional model of Keras's own layers, ``standalone``,
+which plain Keras loads), .weights.h5 (this ResNet's or a keras.applications model's) and the Keras 2 .h5 files
+keras.applications downloads; models from files.
 
 Files are read with h5py by layer name, never by instantiating what a file describes: Keras 3
 records each layer's name beside its variables (saved by position: trainable ones in creation
@@ -21,6 +22,7 @@ import numpy as np
 
 from shared.checkpoint import (
     FORMATS, Checkpoint, CheckpointError, canonical_kinds, dtype_of, from_native, overclaims, spec_from_fields,
+    spec_from_metadata, spec_to_metadata,
 )
 from shared.preprocessing import keras_applications
 from shared.spec import PRESETS, ResNetSpec
@@ -30,12 +32,14 @@ from .keras_applications import (
     check_model, from_keras_applications, keras_applications_names, keras_applications_spec, to_keras_applications,
     variable_table,
 )
+from . import standalone
 from .resnet import ResNet, policy
 from .weights import PARAMS, export_weights
 
 # The position of each canonical parameter among a Keras layer's saved variables.
 KERAS_ORDER = {
-    "conv": ("weight", "bias"), "bn": ("weight", "bias", "running_mean", "running_var"), "linear": ("weight", "bias"),
+    "conv": ("weight", "bias"), "conv1d": ("weight",), "bn": ("weight", "bias", "running_mean", "running_var"),
+    "linear": ("weight", "bias"),
 }
 # Preset -> keras.applications constructor.
 KERAS_APPLICATIONS = {
@@ -43,6 +47,7 @@ KERAS_APPLICATIONS = {
     "keras_resnet50v2": "ResNet50V2", "keras_resnet101v2": "ResNet101V2", "keras_resnet152v2": "ResNet152V2",
 }
 REGISTERED_NAME = "resnet_parity>ResNet"  # what ResNet.get_config is saved under in a .keras config
+RECORD = "resnet_parity.json"  # the spec, beside the functional model in a .keras file we write
 
 
 def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkpoint:
@@ -54,13 +59,17 @@ def read_weights(path: Path, fmt: str, spec: ResNetSpec | None = None) -> Checkp
         with h5py.File(path, "r") as h5:
             return _read_h5(h5, path, path, fmt, spec)
     with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as scratch:
-        for member in ("config.json", "model.weights.h5"):
+        ours = RECORD in archive.namelist()  # standalone.build's functional model, with the spec beside it
+        for member in ("config.json", "model.weights.h5", *([RECORD] if ours else [])):
             _check_expansion(archive.getinfo(member), path)
-        recorded = _spec_from_config(json.loads(archive.read("config.json")), path)
+        if ours:
+            recorded = spec_from_metadata(json.loads(archive.read(RECORD)), path)
+        else:
+            recorded = _spec_from_config(json.loads(archive.read("config.json")), path)
         # h5py reads a file on disk one variable at a time; from memory it would hold the whole file twice
         weights_file = Path(archive.extract("model.weights.h5", scratch))
         with h5py.File(weights_file, "r") as h5:
-            found = _read_h5(h5, weights_file, path, fmt, spec or recorded)
+            found = _read_h5(h5, weights_file, path, fmt, spec or recorded, functional=ours)
     found.spec = found.spec or recorded
     return found
 
@@ -72,7 +81,8 @@ def _check_expansion(member: zipfile.ZipInfo, path: Path) -> None:
 
 
 def _spec_from_config(config: dict, path: Path) -> ResNetSpec | None:
-    """The spec a .keras config records for this package's ResNet; None for a functional keras.applications model."""
+    """The spec a .keras config of this package's ResNet subclass records (what .keras files held before
+    ``standalone``); None for a functional keras.applications model."""
     if config.get("registered_name") == REGISTERED_NAME:
         fields = dict(config["config"]["spec"])
         return spec_from_fields(fields.pop("name"), fields, path)
@@ -82,14 +92,16 @@ def _spec_from_config(config: dict, path: Path) -> ResNetSpec | None:
     return None
 
 
-def _read_h5(h5: h5py.File, weights_file: Path, path: Path, fmt: str, spec: ResNetSpec | None) -> Checkpoint:
-    """Keras 2 layout (root attribute 'layer_names') or Keras 3 (groups of numbered variables), by content."""
+def _read_h5(h5: h5py.File, weights_file: Path, path: Path, fmt: str, spec: ResNetSpec | None, *,
+             functional: bool = False) -> Checkpoint:
+    """Keras 2 layout (root attribute 'layer_names') or Keras 3 (groups of numbered variables), by content;
+    ``functional``: a .keras file of ``standalone.build``'s model."""
     root = h5["model_weights"] if "model_weights" in h5 else h5
     if "layer_names" in root.attrs:
         return _from_keras_applications(Datasets(_keras2_variables(root)), path, fmt)
     groups = _keras3_groups(h5, path)
     if not all("name" in group.attrs for group in groups):
-        return _read_by_position(weights_file, groups, path, fmt, spec)
+        return _read_by_position(weights_file, groups, path, fmt, spec, functional=functional)
     layers = _keras3_layers(groups, path)
     if "conv1_conv" in layers:
         return _from_keras_applications(Datasets(_keras_applications_variables(layers, path)), path, fmt)
@@ -168,7 +180,7 @@ def _keras3_layers(groups: list[h5py.Group], path: Path) -> dict[str, list[h5py.
 
 
 def _read_by_position(
-    weights_file: Path, groups: list[h5py.Group], path: Path, fmt: str, spec: ResNetSpec | None,
+    weights_file: Path, groups: list[h5py.Group], path: Path, fmt: str, spec: ResNetSpec | None, *, functional: bool,
 ) -> Checkpoint:
     """A Keras 3 file that records no layer names, read as Keras reads it: by position, into ``spec``'s model.
 
@@ -181,17 +193,23 @@ def _read_by_position(
     for group in groups:
         for i in range(len(group)):
             _check_storage(group[str(i)])
+    dtypes = {group["0"].dtype.name for group in groups}
+    dtype = dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FORMATS[fmt].dtypes) else "float32"
     if spec.name in KERAS_APPLICATIONS:
         model = _keras_applications_model(spec)
+    elif functional:
+        model = standalone.build(spec, dtype)
     else:
-        dtypes = {group["0"].dtype.name for group in groups}
-        model = ResNet(spec, dtype=dtypes.pop() if len(dtypes) == 1 and dtypes <= set(FORMATS[fmt].dtypes) else "float32")
+        model = ResNet(spec, dtype=dtype)
         model.build_all()
-    expected = len(canonical_layers(spec))  # one Keras layer with variables per canonical layer, in either model
+    expected = len(canonical_layers(spec))  # one Keras layer with variables per canonical layer, in every model
     if len(groups) != expected:
         raise CheckpointError(f"{path}: holds variables of {len(groups)} layers, but {spec.name} has {expected}")
     model.load_weights(weights_file)  # Keras's own check: every layer's variable count and shapes
-    weights = from_keras_applications(model, spec) if spec.name in KERAS_APPLICATIONS else export_weights(model)
+    if spec.name in KERAS_APPLICATIONS:
+        weights = from_keras_applications(model, spec)
+    else:
+        weights = standalone.export(model, spec) if functional else export_weights(model)
     return Checkpoint(weights, spec, FORMATS[fmt], [f"read by position as {spec.name}: the file records no layer names"])
 
 
@@ -240,28 +258,27 @@ def _from_keras_applications(variables: Mapping[str, np.ndarray], path: Path, fm
     try:
         spec = keras_applications_spec(variables)
     except ValueError:
-        top = "" if "predictions/kernel" in variables else \
-            " (include_top=False files lack the classifier, so they are not a whole ResNet)"
-        raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset{top}") from None
+        raise CheckpointError(f"{path}: keras.applications layers that match no keras_* preset") from None
     weights = {key: to_canonical(np.asarray(variables[name]), perm) for key, (name, perm) in variable_table(spec).items()}
     return Checkpoint(weights, spec, FORMATS[fmt], preprocessing=keras_applications(spec))
-
-
-def write_model(model: ResNet, path: Path, fmt: str) -> None:
-    """What Keras itself writes: ``model.save`` (.keras) or ``model.save_weights`` (.weights.h5)."""
-    if fmt == "keras":
-        model.save(path)
-    else:
-        model.save_weights(path)
 
 
 def write_weights(
     path: Path, weights: Mapping[str, np.ndarray], spec: ResNetSpec, fmt: str, *, consume: bool = False,
 ) -> None:
-    """Write canonical weights as this ResNet's Keras file, or as a keras.applications model's."""
-    if fmt in ("keras", "keras-weights"):
-        # variables of the weights' own dtype (not mixed precision): the file stores what it is given
-        write_model(_holding(spec, weights, dtype_of(weights, spec), consume), path, fmt)
+    """Write canonical weights as a Keras file: .keras holds ``standalone.build``'s functional model (it loads with
+    plain ``keras.models.load_model``) and the spec beside it; .weights.h5 this ResNet's variables
+    (``ResNet.load_weights``); or a keras.applications model's. Variables of the weights' own dtype (not mixed
+    precision): the file stores what it is given."""
+    if fmt == "keras":
+        model = standalone.build(spec, dtype_of(weights, spec))
+        standalone.assign(model, spec, weights, consume=consume)
+        model.save(path)
+        with zipfile.ZipFile(path, "a") as archive:  # keras.models.load_model reads only its own members
+            archive.writestr(RECORD, json.dumps(spec_to_metadata(spec)))
+        return
+    if fmt == "keras-weights":
+        _holding(spec, weights, dtype_of(weights, spec), consume).save_weights(path)
         return
     model = _keras_applications_model(spec)
     if fmt == "keras-app":
@@ -277,8 +294,10 @@ def _keras_applications_model(spec: ResNetSpec) -> keras.Model:
     labels = dict(name=spec.name, source=spec.source, image_size=spec.image_size)
     for name, constructor in KERAS_APPLICATIONS.items():
         if PRESETS[name].replace(num_classes=spec.num_classes, in_channels=spec.in_channels, **labels) == spec:
+            # a headless backbone is include_top=False with the average pool, as our models end
             return getattr(keras.applications, constructor)(
-                weights=None, classes=spec.num_classes, input_shape=(spec.image_size, spec.image_size, spec.in_channels),
+                weights=None, include_top=not spec.headless, pooling="avg" if spec.headless else None,
+                classes=spec.num_classes or 1000, input_shape=(spec.image_size, spec.image_size, spec.in_channels),
             )
     raise CheckpointError(f"keras.applications has no model for {spec.name}; it has {', '.join(KERAS_APPLICATIONS)}")
 

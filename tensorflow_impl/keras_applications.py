@@ -83,7 +83,9 @@ def keras_applications_preset(variable_paths: Iterable[str]) -> str:
             table = variable_table(spec)
         except ValueError:  # a preset with layers keras.applications has no names for
             continue
-        if {path for path, _ in table.values()} == paths:
+        found = {path for path, _ in table.values()}
+        # include_top=False: the same model without its classifier
+        if paths in (found, found - {"predictions/kernel", "predictions/bias"}):
             return name
     raise ValueError("no preset has exactly these keras.applications layers; pass spec= to see what differs")
 
@@ -94,12 +96,12 @@ def model_variables(kapp_model: keras.Model) -> dict[str, keras.Variable]:
 
 
 def keras_applications_spec(variables: Mapping[str, Any]) -> ResNetSpec:
-    """The spec of 'layer/variable' -> array (anything with ``.shape``): preset, ``classes`` and input channels."""
+    """The spec of 'layer/variable' -> array (anything with ``.shape``): preset, ``classes`` and input channels;
+    include_top=False is a headless backbone (num_classes=0)."""
     spec = PRESETS[keras_applications_preset(variables)]
     # classes= and a non-RGB input_shape= change only these two shapes
-    return spec.replace(
-        num_classes=variables["predictions/kernel"].shape[-1], in_channels=variables["conv1_conv/kernel"].shape[2],
-    )
+    top = variables["predictions/kernel"].shape[-1] if "predictions/kernel" in variables else 0
+    return spec.replace(num_classes=top, in_channels=variables["conv1_conv/kernel"].shape[2])
 
 
 def infer_spec(kapp_model: keras.Model) -> ResNetSpec:

@@ -284,10 +284,13 @@ class ResNet(keras.Model):
             self.post_bn = norm(spec, plan.post_norm, dtype=dtype)
         bound = 1 / math.sqrt(spec.final_width)
         fc_init = keras.initializers.RandomUniform(-bound, bound, seed=seed)
-        self.fc = layers.Dense(spec.num_classes, kernel_initializer=fc_init, bias_initializer=fc_init, name="fc", dtype=dtype)
+        # num_classes=0: a headless backbone, whose output is the pooled features (timm's reset_classifier(0))
+        self.fc = layers.Dense(spec.num_classes, kernel_initializer=fc_init, bias_initializer=fc_init, name="fc", dtype=dtype) \
+            if spec.num_classes else layers.Identity(name="fc", dtype=dtype)
 
     def forward_features(self, x, training=False) -> dict:
-        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits."""
+        """The stem's output, every block's (by canonical name, 'layer3.2'), the pooled features and the logits
+        ('fc'; a headless model's pooled features again, as timm's num_classes=0 returns them)."""
         feats = {}
         x = self.conv1(x)
         if not self.spec.preact:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from shared.errors import CheckpointError
 from shared.recipe import OPTIMIZER_SLOTS, SGD, Convention, Recipe, learning_rates
 from shared.weights import BN_STAT_SUFFIXES, from_canonical, mapped_variables, to_canonical, widened
 
@@ -202,5 +203,5 @@ def load_training_state(directory: str, model: ResNet, optimizer: keras.optimize
         store = {k: saved[k] for k in saved.files}
     if len(store) != len(optimizer.variables):
         # Keras would only warn and skip: a silent fresh optimizer is not a resume
-        raise ValueError(f"optimizer.npz holds {len(store)} variables, the optimizer has {len(optimizer.variables)}")
+        raise CheckpointError(f"{directory}: optimizer.npz holds {len(store)} variables, the optimizer has {len(optimizer.variables)}")
     optimizer.load_own_variables(store)

@@ -1,6 +1,6 @@
 """``resnet-parity bench``: the report's shape on a tiny run, and bad input as one line with exit code 2.
 
-Speed itself is measured by the command (README "Speed"), never asserted here.
+Speed itself is measured by the command (docs/speed.md), never asserted here.
 """
 
 from __future__ import annotations
@@ -101,3 +101,23 @@ def test_without_a_references_module_bench_times_ours_alone(monkeypatch):
     report = bench("resnet20", targets=["torch"], batch=2, size=16, mode="eval", repeats=1, min_round_s=0)
     assert [c.role for c in report.candidates] == ["ours"]
     assert report.notes == ["PyTorch: no reference models installed (pytorch_impl.references)"]
+
+
+@pytest.mark.parametrize("arch", ["resnext50_32x4d", "wide_resnet50_2"])
+def test_the_family_is_benched_against_torchvision_and_says_the_others_have_none(arch):
+    """torchvision builds the same network as ours (every state_dict key and shape, on the meta device);
+    keras.applications and the Flax example have no ResNeXt or Wide ResNet, and bench says so."""
+    import torch
+
+    from shared.spec import get_spec
+    from shared.weights import canonical_shapes
+
+    spec = get_spec(arch)
+    (label, build), = frameworks.load_references("torch").references(spec, 64)[0]
+    with torch.device("meta"):
+        state = build().state_dict()
+    assert label == f"torchvision {arch}"
+    shapes = {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert shapes == canonical_shapes(spec)
+    for name in ("tf", "jax"):
+        assert frameworks.load_references(name).references(spec, 64) == ([], [f"no reference model for {arch}"])

@@ -35,13 +35,30 @@ def test_guide_is_up_to_date():
         pytest.fail(f"docs/idioms.md is out of date with the code: run `{gen.COMMAND}`", pytrace=False)
 
 
+# a linked test: [`test_x.py::test_name`](../tests/test_x.py#L12)
+LINK = re.compile(r"\[`[\w.]+::(\w+)`\]\(\.\./(tests/[\w/]+\.py)#L(\d+)\)")
+
+
 def test_every_linked_test_exists():
     """The links in the file on disk and in the generator's table name test functions that are still there."""
-    links = set(re.findall(r"\(\.\./(tests/[\w/]+\.py)#(\w+)\)", gen.OUTPUT.read_text()))
+    links = {(path, name) for name, path, _ in LINK.findall(gen.OUTPUT.read_text())}
     links |= {(link.path, link.function) for c in gen.CONVENTIONS for link in c.tests}
     assert links, "no test is linked from docs/idioms.md"
     missing = sorted(f"{path}#{name}" for path, name in links if name not in gen.defined_tests(path))
     assert not missing, f"docs/idioms.md links tests that no longer exist: {missing}; update CONVENTIONS in {GENERATOR.name}"
+
+
+def test_links_resolve_on_github():
+    """Line anchors on the lines they name (GitHub anchors lines, not names); tests/test_readme.py checks the files."""
+    text = gen.OUTPUT.read_text()
+    lead = text.split("\n## ")[1]
+    assert lead.startswith("The conventions that differ"), "docs/idioms.md must lead with the conventions table"
+    for name, path, line in LINK.findall(text):
+        assert (ROOT / path).read_text().splitlines()[int(line) - 1].lstrip().startswith(f"def {name}("), (path, line, name)
+    code_links = re.findall(r'<a href="\.\./(\w+/[\w.]+)#L(\d+)(?:-L(\d+))?">', text)
+    assert code_links
+    for path, first, last in code_links:
+        assert int(last or first) <= len((ROOT / path).read_text().splitlines()), (path, first, last)
 
 
 def test_generator_imports_only_the_standard_library():

@@ -1,6 +1,7 @@
 """The checkpoints people hold: a ResNet's keys under a wrapper's prefix, mmpretrain's classifier layout, torchvision
-detection's body.*, an extra head key, a prefix only the user knows; each converts and compares in all three
-frameworks, with a note saying what was done, or is refused in one line saying what would help."""
+detection's body.*, an extra head key, a prefix only the user knows, a backbone without its classifier (read as a
+feature extractor, num_classes=0); each converts and compares in all three frameworks, with a note saying what was
+done, or is refused in one line saying what would help."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from helpers import as_torch, random_images, torch_save
 from shared import checkpoint, frameworks
@@ -18,6 +20,7 @@ from shared.cli import main
 from shared.errors import CheckpointError
 from shared.parity import FIXED_FLOAT32
 from shared.spec import get_spec
+from shared.convert import convert
 from shared.weights import canonical_shapes, randomize, relative_error
 
 # narrow, so the three frameworks convert and compare it in seconds; every tensor random (BN statistics too)
@@ -41,23 +44,28 @@ def mmpretrain(weights: dict) -> dict:
     return {("head." + k) if k.startswith("fc.") else f"backbone.{k}": v for k, v in weights.items()}
 
 
-def assert_converts_in_every_framework(capsys, path: Path, tmp_path: Path, expected: dict, *flags, note: str) -> None:
+def assert_converts_in_every_framework(capsys, path: Path, tmp_path: Path, expected: dict, *flags, note: str,
+                                       spec=SPEC) -> None:
     for framework, name in TARGETS.items():
         code, out, err = run(capsys, "convert", path, tmp_path / name, *flags, "--json")
         report = json.loads(out)
         assert code == 0 and report["passed"], err
         assert report["verification"]["frameworks"][1] == framework and report["verification"]["weights_identical"]
+        assert report["verification"]["output"] == ("pooled features" if spec.headless else "logits")
         assert any(note in n for n in report["notes"]), report["notes"]
         got, _ = checkpoint.load(tmp_path / name)
-        assert all(np.array_equal(got[k], expected[k]) for k in canonical_shapes(SPEC))
+        keys = canonical_shapes(spec)
+        assert set(keys) <= set(got) and all(np.array_equal(got[k], expected[k]) for k in keys)
 
 
-def assert_compares_in_every_framework(capsys, path: Path, *flags, note: str) -> dict:
+def assert_compares_in_every_framework(capsys, path: Path, *flags, note: str, spec=SPEC) -> dict:
     code, out, err = run(capsys, "compare", "--weights", path, "--size", "32", *flags, "--json")
     report = json.loads(out)
     assert code == 0 and report["passed"], err
     assert [r["framework"] for r in report["results"]] == ["torch", "tf", "jax"]
     assert any(note in n for n in report["notes"]), report["notes"]
+    checked = [c["name"] for c in report["results"][1]["checks"]]
+    assert checked == ["stem", *(b.prefix for b in spec.blocks()), "avgpool", *([] if spec.headless else ["fc"])]
     return report
 
 
@@ -100,15 +108,116 @@ def test_detection_body_layout_converts_and_compares_to_torchvision(capsys, tmp_
     assert_compares_in_every_framework(capsys, path, note="IntermediateLayerGetter")
 
 
-def test_a_headless_detection_backbone_is_refused_naming_what_is_coming(capsys, tmp_path, torchvision):
-    _, fpn = detection_body(torchvision, with_classifier=False)
+# ----------------------------------------------------------------------------- headless backbones (no fc)
+
+HEADLESS = SPEC.replace(num_classes=0)
+HEADLESS_NOTE = "a headless backbone, read as a feature extractor (num_classes=0)"
+
+
+def torchvision_features(net, x: np.ndarray) -> np.ndarray:
+    """torchvision's own pooled layer4 features (what a headless backbone outputs) for an NHWC batch."""
+    import torch
+
+    with torch.no_grad():
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"):
+            t = getattr(net, name)(t)
+        return torch.flatten(t, 1).numpy()
+
+
+def assert_features_in_every_framework(tmp_path: Path, truth: np.ndarray, x: np.ndarray) -> None:
+    for framework, name in TARGETS.items():
+        model = checkpoint.load_model(framework, tmp_path / name)
+        feats = frameworks.load(framework).features(model, x)
+        assert feats["flatten"].shape == truth.shape and relative_error(feats["flatten"], truth) <= FIXED_FLOAT32
+        assert np.array_equal(feats["fc"], feats["flatten"]), framework  # no classifier: the output is the features
+
+
+def test_a_detection_backbone_with_its_fpn_converts_and_compares_headless(capsys, tmp_path, impls, torchvision):
+    """BackboneWithFPN's state_dict: body.* (the ResNet to layer4, no fc) beside fpn.*: the prefix and the FPN are
+    the user's to name, then it is a feature extractor in all three frameworks, with torchvision's own features."""
+    net, fpn = detection_body(torchvision, with_classifier=False)
     path = torch_save(fpn.state_dict(), tmp_path / "fpn.pth")
-    for flags in ([], ["--strip-prefix", "body.", "--drop-unexpected"]):
-        for command in (["convert", path, tmp_path / "out.pt"], ["compare", "--weights", path]):
-            code, out, err = run(capsys, *command, *flags)
-            assert code == 2 and out == "" and err.count("\n") == 1
-            assert "a headless backbone (no classifier" in err and "(num_classes=0) is coming soon" in err
+    code, out, err = run(capsys, "convert", path, tmp_path / "out.pt")
+    assert code == 2 and out == "" and "--drop-unexpected drops them" in err
     assert not (tmp_path / "out.pt").exists()
+    flags = ("--strip-prefix", "body.", "--drop-unexpected")
+    expected = {k: v.numpy() for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    assert_converts_in_every_framework(capsys, path, tmp_path, expected, *flags, note=HEADLESS_NOTE, spec=HEADLESS)
+    x = random_images(get_spec("resnet18"), batch=2)
+    assert_features_in_every_framework(tmp_path, torchvision_features(net, x), x)
+    report = assert_compares_in_every_framework(capsys, path, *flags, note=HEADLESS_NOTE, spec=HEADLESS)
+    assert any(k.startswith("fpn.") for k in report["weights"]["dropped"])
+    assert all(r["top1_agree"] is None for r in report["results"])  # no classes to agree on
+
+
+def test_an_intermediate_layer_getter_body_converts_headless(capsys, tmp_path, impls, torchvision):
+    """torchvision detection's IntermediateLayerGetter alone, under body. (body.conv1.weight, body.layer1.0...,
+    no fc): the prefix goes without asking, the missing fc makes it headless."""
+    from torch import nn
+    from torchvision.models._utils import IntermediateLayerGetter
+
+    from helpers import randomize_torch
+
+    net = randomize_torch(torchvision.models.resnet18(num_classes=10))
+    body = nn.ModuleDict({"body": IntermediateLayerGetter(net, {"layer4": "0"})})
+    assert "body.conv1.weight" in body.state_dict() and not any("fc." in k for k in body.state_dict())
+    path = torch_save(body.state_dict(), tmp_path / "body.pth")
+    expected = {k: v.numpy() for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    assert_converts_in_every_framework(capsys, path, tmp_path, expected, note=HEADLESS_NOTE, spec=HEADLESS)
+    x = random_images(get_spec("resnet18"), batch=2)
+    assert_features_in_every_framework(tmp_path, torchvision_features(net, x), x)
+    assert_compares_in_every_framework(capsys, path, note="'body.' prefix every key carries", spec=HEADLESS)
+
+
+def test_an_mmpretrain_backbone_without_a_classifier_converts_and_compares_headless(capsys, tmp_path, impls):
+    """mmpretrain's self-supervised layout: backbone.* beside a neck and a head with no fc (MoCo's projection MLP):
+    strip backbone., drop the rest, and it is a feature extractor."""
+    weights = randomize(HEADLESS, seed=22)
+    held = {f"backbone.{k}": v for k, v in weights.items()}
+    held.update({"neck.mlp.0.weight": np.ones((32, 64), np.float32), "head.loss.scale": np.ones(1, np.float32)})
+    path = torch_save(as_torch(held), tmp_path / "mocov2.pth")
+    flags = ("--strip-prefix", "backbone.", "--drop-unexpected")
+    assert_converts_in_every_framework(capsys, path, tmp_path, weights, *flags, note=HEADLESS_NOTE, spec=HEADLESS)
+    report = assert_compares_in_every_framework(capsys, path, *flags, note=HEADLESS_NOTE, spec=HEADLESS)
+    assert sorted(report["weights"]["dropped"]) == ["head.loss.scale", "neck.mlp.0.weight"]
+    # the classifier layout still reads with its fc; the backbone alone reads headless
+    assert Source.open(torch_save(as_torch(mmpretrain(randomize(SPEC, seed=3))), tmp_path / "cls.pth")).read().spec == SPEC
+    only = torch_save(as_torch({f"backbone.{k}": v for k, v in weights.items()}), tmp_path / "only.pth")
+    assert Source.open(only).read().spec == HEADLESS
+
+
+def test_a_headless_backbone_is_refused_by_formats_that_always_hold_a_classifier(capsys, tmp_path, impls):
+    path = torch_save(as_torch(randomize(HEADLESS, seed=23)), tmp_path / "headless.pth")
+    code, out, err = run(capsys, "convert", path, tmp_path / "hf", "--to", "hf")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "is written with its classifier" in err and "write it as one of torch, safetensors, keras" in err
+    assert not (tmp_path / "hf").exists()
+    code, out, err = run(capsys, "compare", "--weights", path, "--train-steps", "1")
+    assert code == 2 and "headless backbone (num_classes=0): no logits for a loss to train" in err
+
+
+def test_timm_loads_a_headless_resnet50_strictly_from_what_we_write(tmp_path, timm):
+    """timm's resnet50(num_classes=0), random, read and written by us: timm's own model loads it with strict=True
+    and computes the same pooled features."""
+    import torch
+
+    from helpers import randomize_torch
+
+    theirs = randomize_torch(timm.create_model("resnet50", num_classes=0))
+    path = torch_save(theirs.state_dict(), tmp_path / "timm_headless.pth")
+    x = random_images(get_spec("resnet50"), batch=2)
+    with torch.no_grad():
+        truth = theirs(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    for name in ("out.safetensors", "timm_dir"):
+        report = convert(path, tmp_path / name, dst_format="timm" if name == "timm_dir" else None)
+        assert report["passed"] and report["spec"]["num_classes"] == 0
+        fresh = timm.create_model("resnet50", num_classes=0).eval()
+        file = tmp_path / name / "model.safetensors" if name == "timm_dir" else tmp_path / name
+        fresh.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(file).items()}, strict=True)
+        with torch.no_grad():
+            got = fresh(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+        assert got.shape == (2, 2048) and np.array_equal(got, truth)
 
 
 def test_an_unexpected_key_is_dropped_only_when_asked_and_listed(capsys, tmp_path, impls, weights):

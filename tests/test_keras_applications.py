@@ -192,3 +192,30 @@ def test_stride_on_the_3x3_is_noticed(v1_model: keras.Model):
     expected = v1_model(x, training=False).numpy()
     assert relative_error(ported_logits(torch_impl, "keras_resnet50", weights, x), expected) <= TOLERANCE
     assert relative_error(ported_logits(torch_impl, v15, weights, x), expected) > 1e-2
+
+
+@pytest.mark.slow  # four ResNet50V2 builds and two verified conversions: a minute on 2 cores
+def test_include_top_false_is_a_headless_backbone_both_ways(tmp_path):
+    """keras.applications' include_top=False (pooling='avg'), its usual backbone, reads as num_classes=0: its pooled
+    features are ours in every framework, and it is written back as include_top=False weights it loads."""
+    from shared import checkpoint
+    from shared.convert import convert
+
+    theirs = keras.applications.ResNet50V2(weights=None, include_top=False, pooling="avg", input_shape=(SIZE, SIZE, 3))
+    rng = np.random.default_rng(5)
+    for layer in theirs.layers:  # fresh statistics (0, 1) hide swaps
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(rng.normal(0.0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, layer.moving_variance.shape))
+    theirs.save_weights(tmp_path / "notop.weights.h5")
+    x = rng.standard_normal((2, SIZE, SIZE, 3)).astype(np.float32)
+    truth = theirs(x).numpy()
+    report = convert(tmp_path / "notop.weights.h5", tmp_path / "notop.pt")
+    assert report["passed"] and report["architecture"] == "keras_resnet50v2 with num_classes=0"
+    for name, impl in zip(("torch", "tf", "jax"), (torch_impl, tf_impl, jax_impl)):
+        features = impl.features(checkpoint.load_model(name, tmp_path / "notop.pt"), x)["flatten"]
+        assert relative_error(features, truth) <= TOLERANCE, name
+    assert convert(tmp_path / "notop.pt", tmp_path / "back.weights.h5", dst_format="keras-app")["passed"]
+    back = keras.applications.ResNet50V2(weights=str(tmp_path / "back.weights.h5"), include_top=False, pooling="avg",
+                                         input_shape=(SIZE, SIZE, 3))
+    assert np.array_equal(back(x).numpy(), truth)

@@ -1,6 +1,6 @@
 """The import graph of our packages: every module in one layer, imports only downwards or within a layer, no circle.
 
-``LAYERS`` is where the layers are written down (README, "Layout", points here). Imports are read from the source
+``LAYERS`` is where the layers are written down (docs/api.md, "Layout", points here). Imports are read from the source
 (every ``import`` statement, those inside functions too), so a lazy import cannot hide an arrow; the framework
 packages are reached from ``shared`` only through ``shared.frameworks``' loader, by name, which is no import.
 """

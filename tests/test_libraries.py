@@ -27,7 +27,9 @@ from shared.cli import main
 from shared.convert import convert
 from shared.parity import FIXED_FLOAT32, check_tensors, rule_for
 from shared.infer import LABELS
+from shared.libraries import timm as timm_format
 from shared.spec import differing, get_spec
+from shared.summary import summary
 from shared.weights import canonical_shapes, count_parameters, randomize, relative_error
 
 import library_models
@@ -113,6 +115,16 @@ def test_timm_refuses_what_it_has_no_model_for(tmp_path):
     spec = get_spec("resnet18d", layers=(1, 1, 1, 1))
     with pytest.raises(CheckpointError, match="timm has no model for resnet18d"):
         checkpoint.Destination.open(tmp_path / "x.safetensors", "timm").write(randomize(spec), spec)
+
+
+@pytest.mark.parametrize("name", timm_format.MODELS)
+def test_timm_builds_each_model_its_format_names(timm, name):
+    """Every model a timm file or config.json we write names is one timm builds with the keys and shapes the preset
+    derives (on the meta device: nothing allocated)."""
+    with torch.device("meta"):
+        model = timm.create_model(name)
+    state = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert canonical_shapes(get_spec(name)) == state
 
 
 def test_a_timm_state_dict_of_another_model_is_named(capsys, tmp_path):
@@ -402,13 +414,22 @@ def test_the_flax_example_builds_no_torchvision_resnet(tmp_path):
 # ----------------------------------------------------------------------------- ONNX
 
 
-def test_onnx_export_is_verified_in_onnxruntime(tmp_path):
+NARROW = dict(layers=(1, 1), widths=(8, 16), strides=(1, 2), num_classes=10, image_size=40)
+ONNX_SPECS = {
+    # a small ResNet-D: the average pool's ceil mode and the deep stem go through the exporter too
+    "resnet-d": get_spec("resnet18d", **NARROW, stem_widths=(8, 8), stem_width=16),
+    # grouped convs and SE's gate; ECA's 1-D conv over the channels, on ResNet-D
+    "seresnext": get_spec("seresnext50_32x4d", **NARROW, stem_width=16, groups=4, width_per_group=32),
+    "ecaresnet-d": get_spec("ecaresnet50d", **NARROW, stem_widths=(8, 8), stem_width=16),
+}
+
+
+@pytest.mark.parametrize("name", ONNX_SPECS)
+def test_onnx_export_is_verified_in_onnxruntime(tmp_path, name):
     import onnx
     import onnxruntime
 
-    # a small ResNet-D: the average pool's ceil mode and the deep stem go through the exporter too
-    spec = get_spec("resnet18d", layers=(1, 1), widths=(8, 16), strides=(1, 2), stem_widths=(8, 8), stem_width=16,
-                    num_classes=10, image_size=40)
+    spec = ONNX_SPECS[name]
     weights = randomize(spec, seed=5)
     checkpoint.save(tmp_path / "small.safetensors", weights, spec)
     report = convert(tmp_path / "small.safetensors", tmp_path / "small.onnx")
@@ -514,6 +535,85 @@ def test_small_wider_library_models_port_both_ways(torchvision, timm, tmp_path, 
     spec given, as a user passes --arch (``test_wider_presets_port_both_ways`` infers it for the presets)."""
     model, spec = small_library_models(torchvision, timm)[name]
     ports_both_ways(randomized(model), lambda: small_library_models(torchvision, timm)[name][0], spec, tmp_path, spec)
+
+
+def library_shapes(model: torch.nn.Module, size: int) -> dict[str, tuple[int, ...]]:
+    """The output shapes (NCHW) of a torchvision or timm ResNet's stem (its max-pool), stages and fc on one image,
+    under ``summary``'s row names."""
+    shapes = {}
+    hooks = [getattr(model, module).register_forward_hook(
+        lambda _, __, out, row=row: shapes.__setitem__(row, tuple(out.shape)))
+        for module, row in {"maxpool": "stem", **{f"layer{i}": f"layer{i}" for i in range(1, 5)}, "fc": "fc"}.items()]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return shapes
+
+
+def assert_summaries_are(spec, shapes: dict, size: int) -> None:
+    """``summary`` in each framework, its own layout (NCHW for PyTorch, else NHWC), against ``shapes`` (NCHW)."""
+    for fw in FRAMEWORKS:
+        rows = dict(summary(spec, fw, size=size))
+        nhwc = frameworks.load(fw).LAYOUT == "NHWC"
+        want = {row: (s[0], *s[2:], s[1]) if nhwc and len(s) == 4 else s for row, s in shapes.items()}
+        assert {row: rows[row] for row in want} == want, fw
+
+
+def test_summary_of_a_wider_model_is_the_librarys(torchvision, timm):
+    model, spec = small_library_models(torchvision, timm)["timm-seresnext"]
+    assert_summaries_are(spec, library_shapes(model, 32), 32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WIDER)
+def test_summary_of_every_wider_preset_is_the_librarys(request, name):
+    with torch.device("meta"):
+        model = library_model(request, name)
+    assert_summaries_are(get_spec(name), library_shapes(model.to_empty(device="cpu"), 64), 64)
+
+
+# one in the default suite: grouped convs and SE
+@pytest.mark.parametrize("name", [n if n == "seresnext50_32x4d" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in WIDER])
+def test_timm_loads_the_family_we_write_strictly(timm, tmp_path, name):
+    """Each wider preset in our timm format, as .safetensors, .pth and save_for_hf's directory (which
+    ``timm.create_model("local-dir:...", pretrained=True)`` loads): timm loads it strictly with every tensor bit for
+    bit ours, and we read back the same bits. At full size: timm builds only its own geometry."""
+    spec = get_spec(name, num_classes=10)
+    weights = randomize(spec, seed=2)
+    for written in (tmp_path / "w.safetensors", tmp_path / "w.pth", tmp_path / "dir"):
+        checkpoint.Destination.open(written, "timm").write(weights, spec)
+        if written.suffix:
+            model = timm.create_model(name, num_classes=10)
+            timm.models.load_checkpoint(model, str(written), strict=True)
+        else:
+            model = timm.create_model(f"local-dir:{written}", pretrained=True)
+        state = {k: v.numpy() for k, v in model.state_dict().items()}
+        assert_same_weights(state, weights, spec)
+        assert_same_weights(checkpoint.load(written)[0], weights, spec)
+
+
+# each of the family's fields, in a network as small as keras-hub's ResNets go (its first stack has 64 filters)
+SHORT = dict(layers=(1, 1), widths=(64, 128), strides=(1, 2), num_classes=10)
+LACKED = {
+    "groups=32": get_spec("resnext50_32x4d", **SHORT),
+    "width_per_group=128": get_spec("wide_resnet50_2", **SHORT),
+    "attention='se'": get_spec("seresnet50", **SHORT),
+    "attention='eca'": get_spec("ecaresnet50d", **SHORT),
+}
+
+
+@pytest.mark.parametrize("fmt", ["hf", "keras-hub", "flax-linen"])
+@pytest.mark.parametrize("field", LACKED)
+def test_libraries_without_the_family_refuse_it_naming_the_field(capsys, tmp_path, field, fmt):
+    """Hugging Face's ResNetConfig, keras-hub's ResNetBackbone and the Flax example have no groups, width or gate:
+    convert refuses in one line (exit 2) that names the field, and writes nothing."""
+    spec = LACKED[field]
+    checkpoint.save(tmp_path / "w.safetensors", randomize(spec), spec)
+    err = refused(capsys, tmp_path / "w.safetensors", tmp_path / "out", "--to", fmt)
+    assert "has no ResNet with " in err and f" {field} (it has " in err, err
+    assert list(tmp_path.iterdir()) == [tmp_path / "w.safetensors"]
 
 
 @pytest.mark.slow

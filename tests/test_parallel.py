@@ -1,5 +1,5 @@
-"""Data parallel: the distributed step of each framework's own engine against one device, the rules the README
-states for it, and what it refuses.
+"""Data parallel: the distributed step of each framework's own engine against one device, the rules
+docs/data_parallel.md states for it, and what it refuses.
 
 The step runs on 2 replicas (2 processes for DDP, 2 logical CPU devices for MirroredStrategy and the JAX mesh),
 in fresh processes started by ``shared.parallel``, 3 steps of the parity recipe (SGD with Nesterov momentum, L2
@@ -9,7 +9,7 @@ shortcut. Reference: PyTorch on one device (cheap, and a second framework, so a 
 frameworks), with the whole batch for ``sync_bn`` and with each shard normalised on its own (``PerShard``) for
 per-replica BN. Bound: the float64 training bound of ``shared.parity``.
 
-Each rule of the README's data-parallel section is broken on purpose in each engine, on a real engine, and
+Each rule of docs/data_parallel.md is broken on purpose in each engine, on a real engine, and
 must fail that check in the fact it is about: per-replica BN keeps replica 0's running statistics (broken:
 the replicas' statistics averaged), gradients are averaged (broken: summed), L2 is counted once (broken:
 added on every replica as well), ``--sync-bn`` keeps the global batch's variance, unbiased with the global

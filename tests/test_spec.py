@@ -151,10 +151,19 @@ def test_get_spec_overrides_and_errors():
         get_spec("resnet19")
     with pytest.raises(ValueError, match="unknown spec fields: colour"):
         get_spec("resnet18", colour=1)
-    with pytest.raises(ValueError, match="num_classes must be >= 1"):
-        get_spec("resnet18", num_classes=0)
+    with pytest.raises(ValueError, match=r"num_classes must be >= 0 \(0: a headless backbone\)"):
+        get_spec("resnet18", num_classes=-1)
     with pytest.raises(AttributeError):
         spec.num_classes = 5  # frozen
+
+
+def test_a_headless_backbone_has_no_classifier():
+    """num_classes=0, as timm's: no fc tensors; resnet50's count less its 2048 x 1000 + 1000 classifier (torchvision's
+    published 25,557,032)."""
+    spec = get_spec("resnet50", num_classes=0)
+    assert spec.headless and spec.plan().fc is None
+    assert not any(k.startswith("fc.") for k in canonical_shapes(spec))
+    assert count_parameters(spec)[0] == 25_557_032 - (2048 * 1000 + 1000)
 
 
 def test_list_specs_covers_the_family():

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import CheckpointError, ResNetParityError, one_line
 from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec
-from .formats import Format, detect_format, file_format
+from .formats import FORMATS, Format, detect_format, file_format
 
 STAGING = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}-(.+)")  # .tmp-<pid>-<token>-<destination name>
 
@@ -122,6 +122,10 @@ class Staged:
         where the framework keeps its own copy in another layout, that halves the memory a write takes.
         """
         fmt = self.destination.format
+        if spec.headless and not fmt.headless:
+            able = ", ".join(name for name, f in FORMATS.items() if f.headless and f.writable)
+            raise CheckpointError(f"{self.dst}: {fmt.label} is written with its classifier, and {spec.name} is a headless "
+                                  f"backbone (num_classes=0) without one; write it as one of {able}")
         keep = {"preprocessing": preprocessing} if fmt.keeps_preprocessing and preprocessing is not None else {}
         try:
             notes = file_format(fmt).write_weights(self.path, weights, spec, fmt.name, consume=consume, **keep) or []

@@ -49,6 +49,8 @@ class Format:
     keeps_preprocessing: bool = False
     # what its library documents for an ImageNet ResNet in a file that records no preprocessing
     documented_preprocessing: Preprocessing | None = None
+    # it can hold a headless backbone (num_classes=0); the formats whose models always have a classifier cannot
+    headless: bool = True
 
 
 FORMATS: dict[str, Format] = {
@@ -70,13 +72,13 @@ FORMATS: dict[str, Format] = {
         Format("msgpack", "Flax msgpack of the NNX state", (".msgpack",), framework="jax"),
         # other libraries' checkpoints
         Format("hf", "Hugging Face transformers ResNet (save_pretrained directory)", module="shared.libraries.hf",
-               layout="either", naming="hf", recognised=True, keeps_preprocessing=True),
+               layout="either", naming="hf", recognised=True, keeps_preprocessing=True, headless=False),
         Format("timm", "timm ResNet state_dict (or save_for_hf directory)", module="shared.libraries.timm",
                layout="either", recognised=True, keeps_preprocessing=True, documented_preprocessing=TIMM_RESNET),
         Format("keras-hub", "keras-hub ResNet preset (save_to_preset directory)", module="shared.libraries.keras_hub",
-               layout="either", recognised=True, keeps_preprocessing=True),
+               layout="either", recognised=True, keeps_preprocessing=True, headless=False),
         Format("flax-linen", "Flax ImageNet example variables (linen)", framework="jax", layout="either",
-               documented_preprocessing=FLAX_EXAMPLE),
+               documented_preprocessing=FLAX_EXAMPLE, headless=False),
         # the exporter folds BN into the convs: nothing to read back
         Format("onnx", f"ONNX graph (opset {ONNX_OPSET})", (".onnx",), framework="torch", readable=False,
                dtypes=("float32",)),

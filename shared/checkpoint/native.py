@@ -17,12 +17,18 @@ _KINDS = [
     (re.compile(r"bn1|post_bn|layer\d+\.\d+\.(bn\d+|downsample\.2)"), ("bn",)),
     # a projection's BN, or ResNet-D's conv (after the average pool at downsample.0)
     (re.compile(r"layer\d+\.\d+\.downsample\.1"), ("conv", "bn")),
+    (re.compile(r"layer\d+\.\d+\.se\.fc[12]"), ("conv",)),  # SE's 1x1 convs
+    (re.compile(r"layer\d+\.\d+\.se\.conv"), ("conv1d",)),  # ECA's
     (re.compile(r"fc"), ("linear",)),
+    # a block's gate (timm's names): SE's two 1x1 convs, ECA's 1-D conv over the channels
+    (re.compile(r"layer\d+\.\d+\.se\.fc[12]"), ("conv",)),
+    (re.compile(r"layer\d+\.\d+\.se\.conv"), ("conv1d",)),
 ]
 
 
 def canonical_kinds(module: str) -> tuple[str, ...]:
-    """The layer kinds ('conv', 'bn', 'linear') a canonical module path can name; the variables decide between two."""
+    """The layer kinds ('conv', 'conv1d', 'bn', 'linear') a canonical module path can name; the variables decide
+    between two."""
     if m := re.fullmatch(r"conv1\.(\d+)", module):  # a deep stem: conv 3i, BN 3i + 1, ReLU 3i + 2
         return (("conv",), ("bn",), ())[int(m[1]) % 3]
     return next((kinds for pattern, kinds in _KINDS if pattern.fullmatch(module)), ())

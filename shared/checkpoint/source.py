@@ -112,11 +112,6 @@ class Source:
     def _architecture(self, arch: str | ResNetSpec | None) -> tuple[ResNetSpec, list[str]]:
         path, weights = self.path, self.weights
         notes = []
-        if not any(k == "fc.weight" or k.endswith(".fc.weight") for k in weights) and \
-                any(k.startswith("layer1.") or ".layer1." in k for k in weights):  # a backbone, maybe under a prefix
-            raise CheckpointError(f"{path}: a headless backbone (no classifier: no fc.weight), as detection and "
-                                  "segmentation models hold them: reading one as a feature extractor (num_classes=0) is "
-                                  "coming soon; until then only ResNets with their classifier are read")
         advice = self._advice()
         if self.drop_unexpected:  # inference sees the ResNet's own keys only
             weights = {k: v for k, v in weights.items() if RESNET_KEY.match(k)}
@@ -146,6 +141,9 @@ class Source:
                 shown = ", ".join(self.dropped[:5]) + (f", ... ({len(self.dropped)} in all)" if len(self.dropped) > 5 else "")
                 notes.append(f"dropped {len(self.dropped)} key{'s' if len(self.dropped) > 1 else ''} {spec.name} has no "
                              f"place for, as asked (drop_unexpected=True): {shown}")
+        if spec.headless:
+            notes.append("no classifier (no fc): a headless backbone, read as a feature extractor (num_classes=0); "
+                         "every block and the pooled features are compared, no logits")
         try:
             check_weights(spec, weights)
         except WeightMismatchError as err:

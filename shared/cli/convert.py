@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"loaded into their frameworks (an ONNX DST into onnxruntime) and run on one random batch; DST is kept only if "
         f"the logits agree to {FIXED_FLOAT32:.0e} (relative), else exit 1. Keys under a prefix every key carries "
         f"(module., _orig_mod., model., backbone., encoder., body.) and mmpretrain's backbone.* + head.fc layout are "
-        f"unwrapped, with a note. SRC's preprocessing (what it records, or its library's documented default) is "
+        f"unwrapped, with a note; weights without fc are a headless backbone (num_classes=0), verified on its pooled "
+        f"features. SRC's preprocessing (what it records, or its library's documented default) is "
         f"reported and written into DST where the format has a place (Hugging Face, keras-hub, timm's pretrained_cfg, "
         f"safetensors metadata). Bad input: one line naming the file, exit 2."
     )
@@ -79,7 +80,7 @@ def format_report(report: dict) -> str:
         same = {True: "yes", False: "no", None: "n/a"}[v["weights_identical"]]
         lines.append(
             f"verify: SRC weights in {src} vs DST read back in {dst}, random batch NHWC {tuple(v['input_shape_nhwc'])}: "
-            f"logits relative error {v['relative_error']:.1e} (tolerance {v['tolerance']:.0e}), weights bit-identical: "
+            f"{v['output']} relative error {v['relative_error']:.1e} (tolerance {v['tolerance']:.0e}), weights bit-identical: "
             f"{same} -> {'PASS' if v['passed'] else 'FAIL'}"
         )
         if not v["passed"]:

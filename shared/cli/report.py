@@ -122,9 +122,11 @@ def format_preprocessing(found: dict) -> list[str]:
         if side["same"]:
             lines.append(f"{head}: the same preprocessing")
             continue
-        top1 = side["top1"]
-        lines.append(f"{head} vs {expected.name}: logits differ by {side['relative_difference']:.1e} (relative), "
-                     + ("top-1 agrees" if top1[0] == top1[1] else f"top-1 differs (class {top1[0]} vs {top1[1]})"))
+        top1 = side["top1"]  # None: a headless backbone's pooled features, no classes
+        what = "pooled features" if top1 is None else "logits"
+        lines.append(f"{head} vs {expected.name}: {what} differ by {side['relative_difference']:.1e} (relative)"
+                     + ("" if top1 is None else ", top-1 agrees" if top1[0] == top1[1]
+                        else f", top-1 differs (class {top1[0]} vs {top1[1]})"))
     return lines
 
 

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--force", action="store_true",
                         help="start over in an --out that holds another run or other files (this tool's files there are replaced)")
-    parser.add_argument("--save-every", type=int, metavar="STEPS",
+    parser.add_argument("--save-every", type=COUNT, metavar="STEPS",
                         help="also checkpoint every STEPS steps, not only at the end of each epoch (--resume continues "
                              "from the last one)")
     parser.add_argument("--stop-after", type=COUNT, metavar="EPOCHS", help="train at most this many epochs now; --resume continues")
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "running statistics are then replica 0's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
                         help="with --devices: the replicas' devices (gpu: NCCL for DDP; not tested here, no GPU)")
-    parser.add_argument("--timeout", type=float, default=parallel.TIMEOUT_S, metavar="SECONDS",
+    parser.add_argument("--timeout", type=real(0, above=True), default=parallel.TIMEOUT_S, metavar="SECONDS",
                         help="with --devices: how long a process waits for the others (joining, and in each collective) "
                              f"before the run stops with an error (default {parallel.TIMEOUT_S:g})")
     parser.add_argument("--all-frameworks", action="store_true", help="train all installed frameworks in lockstep")

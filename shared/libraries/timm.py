@@ -3,9 +3,10 @@ wrap one in {'state_dict': ...}), or the directory ``save_for_hf`` writes (confi
 preprocessing, ``pretrained_cfg``, with model.safetensors or pytorch_model.bin), which ``timm.create_model(
 "local-dir:PATH", pretrained=True)`` loads.
 
-timm's names are the canonical ones: torchvision's for resnet18..resnet152, and for ResNet-D (resnet18d..152d)
-the deep stem's ``conv1.0/.1/.3/.4/.6`` and the shortcut's ``downsample.1/.2`` behind its average pool, which the
-canonical names took from timm. So a timm file also reads as plain safetensors or torch, by its keys.
+timm's names are the canonical ones: torchvision's for resnet18..resnet152 and the ResNeXts and Wide ResNets, and
+for ResNet-D (resnet18d..152d) the deep stem's ``conv1.0/.1/.3/.4/.6`` and the shortcut's ``downsample.1/.2``
+behind its average pool, and for the SE and ECA gates ``se.fc1/fc2`` and ``se.conv``, which the canonical names took
+from timm. So a timm file also reads as plain safetensors or torch, by its keys.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ from ..infer import LABELS
 from ..preprocessing import Preprocessing
 from ..spec import ResNetSpec, differing, get_spec
 
-# timm's model names that are presets here, with the same network
-MODELS = tuple(f"resnet{depth}{d}" for d in ("", "d") for depth in (18, 34, 50, 101, 152))
+# timm's model names that are presets here, with the same network: its plain ResNets and ResNet-Ds, torchvision's
+# ResNeXts and Wide ResNets (timm builds them under the same names and keys) and its SE and ECA ResNets
+MODELS = (
+    *(f"resnet{depth}{d}" for d in ("", "d") for depth in (18, 34, 50, 101, 152)),
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "seresnet50", "seresnext50_32x4d", "ecaresnet50d", "ecaresnet50t",
+)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # where timm's other model families keep their classifier (its ResNets: fc), to say what a file is
 OTHER_HEADS = ("head.fc.weight", "head.weight", "classifier.weight", "last_linear.weight")
@@ -55,6 +61,8 @@ def preprocessing_from_config(cfg: Mapping, path: Path) -> tuple[Preprocessing |
     """The preprocessing a pretrained_cfg describes (timm.data.create_transform at eval: the shorter side to
     input_size / crop_pct, the centre cut out, or 'squash'), and notes; None (a note saying why) where it does what
     Preprocessing cannot."""
+    if not any(key in cfg for key in ("input_size", "mean", "std")):
+        return None, []  # what write_weights writes when it was given no preprocessing
     mode, crop = cfg.get("crop_mode", "center"), cfg.get("crop_pct", DEFAULT_CROP_PCT)
     if cfg.get("interpolation", "bilinear") not in INTERPOLATIONS or mode not in ("center", "squash") \
             or (mode == "squash" and crop != 1.0):

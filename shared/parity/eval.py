@@ -21,8 +21,9 @@ from .rule import check_tensors, float64_note, rule_for
 
 
 def eval_tensors(spec: ResNetSpec) -> list[str]:
-    """The features eval parity checks, in forward order: the stem, every block, the pooled features, the logits."""
-    return ["stem", *(plan.prefix for plan in spec.blocks()), "avgpool", "fc"]
+    """The features eval parity checks, in forward order: the stem, every block, the pooled features, the logits
+    (none in a headless backbone)."""
+    return ["stem", *(plan.prefix for plan in spec.blocks()), "avgpool", *([] if spec.headless else ["fc"])]
 
 
 def top_k_agreement(logits: np.ndarray, truth: np.ndarray, k: int) -> float:
@@ -117,9 +118,10 @@ def compare(
     for name in names:
         checks = check_tensors(tensors, outputs[name], outputs[source], truth, rule, sampled)
         top = (truth or outputs[source])["fc"]
+        agree = [None, None] if spec.headless else [top_k_agreement(outputs[name]["fc"], top, k) for k in (1, 5)]
         results.append(FrameworkResult(
-            name, name == source, *counts[name], counts[name] == (params, stats), checks, devices[name],
-            top_k_agreement(outputs[name]["fc"], top, 1), top_k_agreement(outputs[name]["fc"], top, 5), timings[name],
+            name, name == source, *counts[name], counts[name] == (params, stats), checks, devices[name], *agree,
+            timings[name],
         ))
     if truth is not None:
         notes += float64_diagnosis(results, spec, ported, x, truth, device=device, models=models)

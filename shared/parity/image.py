@@ -77,6 +77,6 @@ def effects(spec, weights: Mapping[str, np.ndarray], pixels: np.ndarray, expecte
             if not side["same"]:
                 logits = impl.features(model, habit.apply(pixels)[None])["fc"]
                 side.update(relative_difference=relative_error(logits, base),
-                            top1=[int(np.argmax(base)), int(np.argmax(logits))])
+                            top1=None if spec.headless else [int(np.argmax(base)), int(np.argmax(logits))])
             sides.append(side)
     return sides

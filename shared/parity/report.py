@@ -1,5 +1,6 @@
 """What a parity check found, as data: per framework its tensors' checks, per run the report; ``to_dict`` is the
-JSON schema (README, "The JSON report"). Rendering it for people is the command line's (``shared.cli.report``)."""
+JSON schema (docs/parity_rule.md, "The JSON report"). Rendering it for people is the command line's
+(``shared.cli.report``)."""
 
 from __future__ import annotations
 

@@ -290,6 +290,9 @@ def train_parity(
     """
     source, names = participants(source, targets)
     spec, initial, weights_record, notes = starting_weights(arch, weights, weights_format, dtype, seed)
+    if spec.headless:
+        raise ParityInputError(f"{spec.name} is a headless backbone (num_classes=0): no logits for a loss to train; "
+                               "compare it in eval mode")
     size = min(spec.image_size, 64) if size is None else size
     if steps < 1 or batch < 2 or size < 1:
         raise ParityInputError(f"steps={steps}, size={size}, batch={batch}: steps and size must be >= 1 and batch >= 2 "
