@@ -358,8 +358,8 @@ def test_each_rule_broken_on_purpose_fails(name, rule, problem):
     (["--devices", "2", "--batch-size", "33"], {}, "does not split"),
     (["--devices", "0"], {}, "--devices 0"),
     (["--sync-bn"], {}, "--devices N"),
-    (["--devices", "2", "--save-every", "0"], {}, "--save-every 0: must be >= 1"),
-    (["--devices", "2", "--timeout", "0"], {}, "--timeout 0: must be > 0 seconds"),
+    (["--devices", "2", "--save-every", "0"], {}, "argument --save-every: 0 is out of range"),
+    (["--devices", "2", "--timeout", "0"], {}, "argument --timeout: 0 is out of range"),
     (["--devices", "2"], {"RANK": "0"}, "WORLD_SIZE, MASTER_ADDR, MASTER_PORT missing"),
     (["--devices", "2"], {"RANK": "2", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "not below"),
 ])
