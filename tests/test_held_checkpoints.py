@@ -151,6 +151,7 @@ def test_a_detection_backbone_with_its_fpn_converts_and_compares_headless(capsys
     assert all(r["top1_agree"] is None for r in report["results"])  # no classes to agree on
 
 
+@pytest.mark.slow  # the body.* layout of the detection backbone above, without its FPN
 def test_an_intermediate_layer_getter_body_converts_headless(capsys, tmp_path, impls, torchvision):
     """torchvision detection's IntermediateLayerGetter alone, under body. (body.conv1.weight, body.layer1.0...,
     no fc): the prefix goes without asking, the missing fc makes it headless."""

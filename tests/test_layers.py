@@ -27,8 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("file formats", ("shared.checkpoint", "shared.checkpoint.*", "shared.libraries", "shared.libraries.*")),
     ("frameworks", ("pytorch_impl", "pytorch_impl.*", "tensorflow_impl", "tensorflow_impl.*", "jax_impl", "jax_impl.*")),
     ("orchestration", ("shared.convert", "shared.train", "shared.summary", "shared.bench", "shared.parity",
-                       "shared.parity.inputs", "shared.parity.eval", "shared.parity.training", "shared.parity.lockstep",
-                       "shared.parity.image")),
+                       "shared.parity.inputs", "shared.parity.floor", "shared.parity.eval", "shared.parity.steps",
+                       "shared.parity.training", "shared.parity.lockstep", "shared.parity.image")),
     ("rendering: the command line and the pytest helper", ("shared.cli", "shared.cli.*", "shared.testing")),
     ("the package's public names", ("shared",)),
 ]

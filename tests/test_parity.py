@@ -30,11 +30,13 @@ MATRIX = [name for name in list_specs() if name != "resnet1202"]  # resnet1202: 
 # default; their own runs (4 minutes of the suite) are slow tests. Their counts are checked in test_spec.
 DEEP = {"resnet34", "resnet101", "resnet152", "keras_resnet101", "keras_resnet152", "keras_resnet101v2",
         "keras_resnet152v2", "resnet32", "resnet44", "resnet56", "resnet110"}
-# keras.applications' ResNet50 (v1: conv biases; v2: pre-activation) at full size, and resnet50 in float64, repeat
-# what small networks with their fields check in both dtypes by default (small_keras_v1, small_keras_v2, the bottleneck
-# of small_seresnext): their own runs are slow tests
+# keras.applications' ResNet50 (v1: conv biases; v2: pre-activation) and resnet50 in the matrix repeat what small
+# networks with their fields check in both dtypes by default (small_keras_v1, small_keras_v2, the bottleneck of
+# small_seresnext; resnet50 whole runs in test_full_size_224), and d2l_resnet18 and seed_tf_cifar in float32 what
+# resnet18 and resnet20 check there (their float64 runs check their mappings): their own runs are slow tests
 WHOLE_SLOW = {("keras_resnet50", "float32"), ("keras_resnet50", "float64"), ("keras_resnet50v2", "float32"),
-              ("keras_resnet50v2", "float64"), ("resnet50", "float64")}
+              ("keras_resnet50v2", "float64"), ("resnet50", "float64"), ("resnet50", "float32"),
+              ("d2l_resnet18", "float32"), ("seed_tf_cifar", "float32")}
 # Other libraries' presets, and torchvision's ResNeXt and Wide ResNets, run whole as slow tests. By default, small
 # networks with each of their fields (deep stem, average-pool projection, stage-start shortcuts, no conv bias, the
 # stem's bias, the Flax example's padding, groups, SE and ECA) run in every direction instead: tests/test_libraries.py

@@ -131,7 +131,13 @@ def beyond(worst: dict, *facts: str) -> dict:
 FACTS = {"logits@1", "gradient"} | {f"{f}@{s}" for f in ("params", "running_mean", "running_var") for s in (1, STEPS)}
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+# By default: SGD with Nesterov momentum and weight decay in float32 and float64, Adam in float64; the same optimizers
+# in the other dtype, warm-up, and resnet18's ImageNet stem and projections repeat what those check: -m slow
+SLOW_CONFIGS = {"resnet20-f32-warmup", "resnet20-f32-adam", "resnet18-f64-warmup"}
+
+
+@pytest.mark.parametrize("config", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW_CONFIGS else [])
+                                    for c in CONFIGS])
 @pytest.mark.parametrize("name,reference", PAIRS)
 def test_same_training_step(runs, config, name, reference):
     run = runs(config)
