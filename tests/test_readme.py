@@ -99,17 +99,13 @@ def test_the_pytest_example_runs(readme_files):
         test()
 
 
-# pages other branches add; remove an entry once its page is merged
-PENDING: set[str] = set()
-
-
 def test_relative_links_resolve():
     """README's and docs' links to files of the repository (relative, as GitHub resolves them) name files that exist."""
     root = README.parent
     for page in [README, *sorted((root / "docs").glob("*.md"))]:
         for target in re.findall(r"\]\((?!https?:|#)([^)#\s]+)", page.read_text()):
             path = (page.parent / target).resolve()
-            assert path.exists() or path.relative_to(root).as_posix() in PENDING, f"{page.name}: {target}"
+            assert path.exists(), f"{page.name}: {target}"
 
 
 def test_the_format_table_lists_every_format_with_what_it_reads_and_writes():
